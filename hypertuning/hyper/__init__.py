@@ -1,0 +1,3 @@
+from .model import HyperConfig, HyperModel
+
+__all__ = ["HyperConfig", "HyperModel"]

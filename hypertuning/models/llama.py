@@ -1,0 +1,105 @@
+"""Decoder-only models of the Llama family (SmolLM2, Llama, Qwen2, Mistral): rotary positions, GQA."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers.models.llama.modeling_llama import rotate_half
+
+from .attention import PHI_KWARG
+from .base import FAMILIES, Family, KindSpec, Slot
+
+
+@FAMILIES.register("llama")
+class LlamaFamily(Family):
+    name = "llama"
+    kinds = ("self",)
+    default_lora_modules = ("q_proj", "v_proj")
+    peft_task_type = "CAUSAL_LM"
+    hyper_backbone = "decoder-only"
+    kv_linears = ("k_proj", "v_proj")
+    MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+    @staticmethod
+    def detect(config) -> bool:
+        return config.model_type in LlamaFamily.MODEL_TYPES
+
+    def attention_modules(self):
+        for i, layer in enumerate(self.model.model.layers):
+            yield Slot("self", i), layer.self_attn
+
+    def kind_spec(self, kind: str) -> KindSpec:
+        cfg = self.model.config
+        attn = self.model.model.layers[0].self_attn
+        linears = {n: [m.in_features, m.out_features] for n, m in attn.named_children() if hasattr(m, "in_features")}
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        return KindSpec(cfg.num_hidden_layers, cfg.num_key_value_heads, head_dim, linears)
+
+    @classmethod
+    def module_path(cls, slot: Slot) -> str:
+        return f"model.layers.{slot.layer}.self_attn"
+
+    @staticmethod
+    def _rotation(config, n: int, like: torch.Tensor):
+        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+        pos = torch.full((1, 1), n, dtype=torch.long, device=like.device)
+        cos, sin = LlamaRotaryEmbedding(config=config).to(like.device)(like.float(), pos)  # [1, 1, D]
+        return cos[0, 0].to(like.dtype), sin[0, 0].to(like.dtype)
+
+    # Our prefix keys meet queries at their true positions 0..T-1; peft offsets real tokens to P..P+T-1.
+    # Rotary scores depend on the query's absolute angle against an unrotated prefix key, so the same
+    # logits need the prefix keys rotated by P positions: R(P+t)q . k_peft == R(t)q . R(-P)k_peft, so k_peft = R(P) k_ours.
+    @classmethod
+    def prefix_keys_to_peft(cls, config, keys, num_virtual_tokens):
+        cos, sin = cls._rotation(config, num_virtual_tokens, keys)
+        return keys * cos + rotate_half(keys) * sin
+
+    @classmethod
+    def prefix_keys_from_peft(cls, config, keys, num_virtual_tokens):
+        cos, sin = cls._rotation(config, num_virtual_tokens, keys)
+        return keys * cos - rotate_half(keys) * sin
+
+    def loglikelihood_batch(self, tokenizer, contexts, continuations, phi):
+        seqs = [c + t for c, t in zip(contexts, continuations, strict=True)]
+        width = max(map(len, seqs))
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(seqs):  # right padding: real tokens keep positions 0..T-1
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        device = self.model.device
+        kwargs = {PHI_KWARG: phi} if phi is not None else {}
+        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).logits
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        out = []
+        for i, (c, t) in enumerate(zip(contexts, continuations, strict=True)):
+            pos = torch.arange(len(c) - 1, len(c) + len(t) - 1, device=device)
+            out.append(logprobs[i, pos, torch.tensor(t, device=device)].sum())
+        return torch.stack(out)
+
+    def generate_batch(self, tokenizer, contexts, phi, **generate_kwargs):
+        width = max(map(len, contexts))
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        ids = torch.full((len(contexts), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, c in enumerate(contexts):  # left padding for generation; generate() derives positions from the mask
+            ids[i, width - len(c) :] = torch.tensor(c)
+            mask[i, width - len(c) :] = 1
+        kwargs = {PHI_KWARG: phi} if phi is not None else {}
+        out = self.model.generate(
+            input_ids=ids.to(self.model.device),
+            attention_mask=mask.to(self.model.device),
+            pad_token_id=pad,
+            **generate_kwargs,
+            **kwargs,
+        )
+        return [_strip(row[width:].tolist(), tokenizer) for row in out]
+
+
+def _strip(tokens: list[int], tokenizer) -> list[int]:
+    eos = tokenizer.eos_token_id
+    if eos is not None and eos in tokens:
+        tokens = tokens[: tokens.index(eos)]
+    return tokens

@@ -1,0 +1,81 @@
+"""What every PEFT target provides, and the batched `phi` as the downstream model consumes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+
+from .._registry import Registry
+
+if TYPE_CHECKING:
+    from ..models.base import DownstreamSpec, Family, Slot
+
+Phi = dict[str, torch.Tensor]  # every tensor has a leading batch (task) dimension
+
+
+@dataclass
+class ActivePhi:
+    """A batched phi bound for one forward/generate call; the attention wrapper and LoRA hooks read it.
+
+    prefix: kind -> [B, L, 2, Hkv, P, D]; lora: "kind.module" -> (A [B, L, r, in], B [B, L, out, r]),
+    with LoRA scaling folded into B.
+    """
+
+    prefix: dict[str, torch.Tensor] = field(default_factory=dict)
+    lora: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        t = next(iter(self.prefix.values()), None)
+        return t.shape[0] if t is not None else next(iter(self.lora.values()))[0].shape[0]
+
+    def prefix_for(self, slot: Slot):
+        t = self.prefix.get(slot.kind)
+        if t is None or t.shape[-2] == 0:
+            return None
+        return t[:, slot.layer, 0], t[:, slot.layer, 1]
+
+    def lora_for(self, slot: Slot, module: str):
+        ab = self.lora.get(f"{slot.kind}.{module}")
+        if ab is None:
+            return None
+        return ab[0][:, slot.layer], ab[1][:, slot.layer]
+
+
+class Target:
+    """A kind of PEFT parameters. Subclass, set `name`, register with `TARGETS.register(name)`."""
+
+    name: ClassVar[str]
+    peft_type: ClassVar[str]
+
+    def __init__(self, spec: DownstreamSpec, **options):
+        self.spec = spec
+        self.options = options
+
+    def num_queries(self) -> int:
+        """How many learned query embeddings the hypermodel reads out."""
+        raise NotImplementedError
+
+    def build_heads(self, hidden: int, downstream=None) -> nn.Module:
+        """Module mapping query outputs [B, Q, hidden] to phi; `downstream` (if given) informs initialisation."""
+        raise NotImplementedError
+
+    def bind(self, phi: Phi) -> ActivePhi:
+        raise NotImplementedError
+
+    def zero_phi(self, batch: int = 1) -> Phi:
+        """phi that leaves the downstream model's outputs unchanged."""
+        raise NotImplementedError
+
+    def to_peft(self, phi: Phi, family: Family) -> tuple[dict, dict[str, torch.Tensor]]:
+        """One task's phi (batch 1) -> (adapter_config dict without base_model_name_or_path, state dict)."""
+        raise NotImplementedError
+
+    def from_peft(self, config: dict, state: dict[str, torch.Tensor], family: Family) -> Phi:
+        raise NotImplementedError
+
+
+TARGETS: Registry[type[Target]] = Registry("PEFT target")

@@ -1,0 +1,176 @@
+"""Prefix tuning: learned key/value prefixes for every attention layer (Figure 2B, Figure 7), and the
+Prefix-MLP variant of Appendix D (generated embeddings passed through peft's reparameterisation MLP).
+
+phi keys: one per attention kind ("self" for decoder-only; "encoder", "decoder", "cross" for T5),
+each [B, L, 2, Hkv, P, D] (2 = key, value).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import HypertuningError
+from ._heads import init_last, mlp_head
+from .base import TARGETS, ActivePhi, Phi, Target
+
+INIT_TEXT = "The following examples show what the task is and how it should be answered."
+
+
+def real_kv_means(downstream, kinds: dict) -> dict[str, torch.Tensor]:
+    """Mean key and value activations per layer of the downstream model on a neutral sentence: [L, 2, Hkv, D]."""
+    fam = downstream.family
+    k_name, v_name = fam.kv_linears
+    got: dict = {}
+    handles = []
+    for slot, module in fam.attention_modules():
+        for j, name in enumerate((k_name, v_name)):
+            def hook(mod, args, out, slot=slot, j=j):
+                got[(slot.kind, slot.layer, j)] = out.detach().float().reshape(-1, out.shape[-1]).mean(0)
+
+            handles.append(getattr(module, name).register_forward_hook(hook))
+    ids = downstream.tokenizer(INIT_TEXT, return_tensors="pt")["input_ids"].to(downstream.device)
+    try:
+        with torch.no_grad():
+            if fam.name == "t5":
+                downstream.model(input_ids=ids, decoder_input_ids=ids)
+            else:
+                downstream.model(input_ids=ids)
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for kind, ks in kinds.items():
+        out[kind] = torch.stack(
+            [torch.stack([got[(kind, i, j)].reshape(ks.kv_heads, ks.head_dim) for j in (0, 1)]) for i in range(ks.num_layers)]
+        )
+    return out
+
+
+class PrefixHeads(nn.Module):
+    """Per kind, a key head and a value head mapping each of P query outputs to all layers' prefixes."""
+
+    def __init__(self, target: PrefixTarget, hidden: int, downstream=None):
+        super().__init__()
+        self.spec, self.p = target.spec, target.prefix_len
+        self.heads = nn.ModuleDict()
+        means = real_kv_means(downstream, self.spec.kinds) if downstream is not None else None
+        for kind, ks in self.spec.kinds.items():
+            for j, kv in enumerate(("k", "v")):
+                head = mlp_head(hidden, ks.num_layers * ks.kv_heads * ks.head_dim)
+                # Initialisation (the paper is silent): the bias is the downstream model's mean real key/value
+                # per layer, so a fresh hypermodel emits in-distribution prefixes (Li & Liang found real-activation
+                # initialisation better than random); small weights let positions and tasks differ.
+                bias = means[kind][:, j] if means is not None else None
+                init_last(head, 0.02 / math.sqrt(hidden), bias)
+                self.heads[f"{kind}_{kv}"] = head
+
+    def forward(self, queries: torch.Tensor) -> Phi:
+        b, phi = queries.shape[0], {}
+        for i, (kind, ks) in enumerate(self.spec.kinds.items()):
+            rep = queries[:, i * self.p : (i + 1) * self.p]  # [B, P, H]
+            kv = [
+                self.heads[f"{kind}_{n}"](rep).reshape(b, self.p, ks.num_layers, ks.kv_heads, ks.head_dim)
+                for n in ("k", "v")
+            ]
+            phi[kind] = torch.stack(kv, dim=3).permute(0, 2, 3, 4, 1, 5)  # [B, L, 2, Hkv, P, D]
+        return phi
+
+
+class PrefixMLPHeads(nn.Module):
+    """Appendix D's HyperT5-Prefix-MLP: query outputs -> 'embeddings' -> peft's PrefixEncoder MLP -> prefixes.
+    The MLP has peft's layout (Linear(token_dim, hidden) -> Tanh -> Linear(hidden, L*2*token_dim)), so it can
+    initialise ordinary Prefix-MLP tuning."""
+
+    def __init__(self, target: PrefixTarget, hidden: int, downstream=None):
+        super().__init__()
+        self.spec, self.p = target.spec, target.prefix_len
+        self.embed = nn.ModuleDict()
+        self.transform = nn.ModuleDict()
+        means = real_kv_means(downstream, self.spec.kinds) if downstream is not None else None
+        for kind, ks in self.spec.kinds.items():
+            token_dim = ks.kv_heads * ks.head_dim
+            mlp_hidden = target.mlp_hidden or token_dim
+            self.embed[kind] = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, token_dim))
+            mlp = nn.Sequential(nn.Linear(token_dim, mlp_hidden), nn.Tanh(), nn.Linear(mlp_hidden, ks.num_layers * 2 * token_dim))
+            init_last(mlp, 0.02 / math.sqrt(mlp_hidden), means[kind] if means is not None else None)
+            self.transform[kind] = mlp
+
+    def forward(self, queries: torch.Tensor) -> Phi:
+        b, phi = queries.shape[0], {}
+        for i, (kind, ks) in enumerate(self.spec.kinds.items()):
+            emb = self.embed[kind](queries[:, i * self.p : (i + 1) * self.p])  # [B, P, token_dim]
+            out = self.transform[kind](emb).reshape(b, self.p, ks.num_layers, 2, ks.kv_heads, ks.head_dim)
+            phi[kind] = out.permute(0, 2, 3, 4, 1, 5)  # [B, L, 2, Hkv, P, D]
+            phi[f"{kind}.embeddings"] = emb
+        return phi
+
+
+@TARGETS.register("prefix")
+class PrefixTarget(Target):
+    name = "prefix"
+    peft_type = "PREFIX_TUNING"
+    heads_class = PrefixHeads
+
+    def __init__(self, spec, prefix_len: int = 16, mlp_hidden: int | None = None, **options):
+        if prefix_len < 1:
+            raise HypertuningError(f"prefix_len must be >= 1, got {prefix_len}")
+        super().__init__(spec, prefix_len=prefix_len, **({"mlp_hidden": mlp_hidden} if mlp_hidden else {}), **options)
+        self.prefix_len, self.mlp_hidden = prefix_len, mlp_hidden
+
+    def num_queries(self) -> int:
+        return self.prefix_len * len(self.spec.kinds)  # the paper uses P per kind (2P for encoder + decoder)
+
+    def build_heads(self, hidden: int, downstream=None) -> nn.Module:
+        return self.heads_class(self, hidden, downstream)
+
+    def bind(self, phi: Phi) -> ActivePhi:
+        return ActivePhi(prefix={k: phi[k] for k in self.spec.kinds})
+
+    def zero_phi(self, batch: int = 1) -> Phi:
+        # An empty prefix (P = 0) is the only prefix with no effect at all.
+        return {k: torch.zeros(batch, ks.num_layers, 2, ks.kv_heads, 0, ks.head_dim) for k, ks in self.spec.kinds.items()}
+
+    def to_peft(self, phi: Phi, family):
+        if list(self.spec.kinds) != ["self"]:
+            raise HypertuningError(
+                "peft's prefix-tuning format holds decoder self-attention prefixes only (and maps T5 layers "
+                "differently), so encoder and cross-attention prefixes cannot be stored in it; "
+                "T5 prefix adapters are saved in hypertuning's own format."
+            )
+        ks = self.spec.kinds["self"]
+        prefix = phi["self"][0]  # [L, 2, Hkv, P, D]
+        p = prefix.shape[-2]
+        keys = family.prefix_keys_to_peft(self.spec.model_config(), prefix[:, 0], p)
+        prefix = torch.stack([keys, prefix[:, 1]], dim=1)
+        emb = prefix.permute(3, 0, 1, 2, 4).reshape(p, -1).contiguous()  # [P, L*2*Hkv*D]
+        token_dim = ks.kv_heads * ks.head_dim
+        config = {
+            "peft_type": "PREFIX_TUNING",
+            "task_type": family.peft_task_type,
+            "num_virtual_tokens": p,
+            "num_layers": ks.num_layers,
+            "token_dim": token_dim,
+            "num_attention_heads": ks.kv_heads,
+            "num_transformer_submodules": 1,
+            "encoder_hidden_size": token_dim,
+            "prefix_projection": False,
+            "inference_mode": True,
+        }
+        return config, {"prompt_embeddings": emb}
+
+    def from_peft(self, config, state, family) -> Phi:
+        ks = self.spec.kinds["self"]
+        p = config["num_virtual_tokens"]
+        emb = state["prompt_embeddings"].reshape(p, ks.num_layers, 2, ks.kv_heads, ks.head_dim)
+        prefix = emb.permute(1, 2, 3, 0, 4)  # [L, 2, Hkv, P, D]
+        keys = family.prefix_keys_from_peft(self.spec.model_config(), prefix[:, 0], p)
+        return {"self": torch.stack([keys, prefix[:, 1]], dim=1)[None]}
+
+
+@TARGETS.register("prefix-mlp")
+class PrefixMLPTarget(PrefixTarget):
+    name = "prefix-mlp"
+    heads_class = PrefixMLPHeads
