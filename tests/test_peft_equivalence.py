@@ -1,0 +1,94 @@
+"""Generated adapters saved in the PEFT format and loaded by peft alone give our batched path's logits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hypertuning import HyperModel
+from hypertuning.models.attention import PHI_KWARG
+
+INPUTS = ["the cat sat", "two plus two is four and more"]
+
+# Runs in a fresh interpreter that never imports hypertuning: only transformers + peft read our files.
+PEFT_CHILD = r"""
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+from peft import PeftModel
+adapter_dir, model_dir, seq2seq, inputs = sys.argv[1], sys.argv[2], sys.argv[3] == "1", json.loads(sys.argv[4])
+assert "hypertuning" not in sys.modules
+cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+base = cls.from_pretrained(model_dir, dtype=torch.float32)
+model = PeftModel.from_pretrained(base, adapter_dir).eval()
+tok = AutoTokenizer.from_pretrained(model_dir)
+out = []
+with torch.no_grad():
+    for text in inputs:
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        kw = {"decoder_input_ids": ids} if seq2seq else {}
+        out.append(model(input_ids=ids, attention_mask=torch.ones_like(ids), **kw).logits[0].tolist())
+assert "hypertuning" not in sys.modules
+print(json.dumps(out))
+"""
+
+
+def _ours(ds, adapter, text):
+    ids = torch.tensor([ds.tokenizer(text, add_special_tokens=False)["input_ids"]])
+    kw = {"decoder_input_ids": ids} if ds.family.name == "t5" else {}
+    if adapter is not None:
+        kw[PHI_KWARG] = adapter.bind()
+    with torch.no_grad():
+        return ds.model(input_ids=ids, attention_mask=torch.ones_like(ids), **kw).logits[0]
+
+
+def _perturb(adapter, scale=0.5):
+    # A fresh hypermodel's LoRA is gated near zero; make the effect large enough that a wrong path shows.
+    g = torch.Generator().manual_seed(0)
+    for k, v in adapter.phi.items():
+        adapter.phi[k] = v + scale * torch.randn(v.shape, generator=g) * (v.std() + 1e-3)
+    return adapter
+
+
+@pytest.mark.parametrize(
+    "name,target", [("llama", "lora"), ("llama", "prefix"), ("llama", "prefix-mlp"), ("t5", "lora")]
+)
+def test_peft_loads_our_adapter_with_identical_logits(name, target, tiny_dirs, request, examples, tmp_path):
+    ds = request.getfixturevalue(name)
+    hm = HyperModel.create(ds, target=target, layers=1, **({"prefix_len": 5} if "prefix" in target else {}))
+    adapter = _perturb(hm.generate(examples))
+    adapter.save_pretrained(tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_dirs[name])
+    proc = subprocess.run(
+        [sys.executable, "-c", PEFT_CHILD, str(tmp_path / "adapter"), str(tiny_dirs[name]), str(int(name == "t5")), json.dumps(INPUTS)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+    for text, ref in zip(INPUTS, theirs, strict=True):
+        ref = torch.tensor(ref)
+        assert (_ours(ds, adapter, text) - ref).abs().max().item() <= 1e-4
+        # the adapter really changes the output (otherwise the comparison would prove nothing)
+        assert (ref - _ours(ds, None, text)).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("target", ["lora", "prefix", "prefix-mlp"])
+def test_adapter_round_trip(downstream, target, examples, tmp_path):
+    hm = HyperModel.create(downstream, target=target, layers=1)
+    adapter = hm.generate(examples)
+    adapter.save_pretrained(tmp_path)
+    loaded = type(adapter).from_pretrained(tmp_path)
+    assert loaded.target == adapter.target and loaded.spec.fingerprint == adapter.spec.fingerprint
+    for k, v in adapter.phi.items():
+        torch.testing.assert_close(loaded.phi[k], v, atol=1e-5, rtol=1e-5)
+
+
+def test_t5_prefix_uses_own_format_and_says_why(t5, examples, tmp_path):
+    adapter = HyperModel.create(t5, target="prefix", layers=1).generate(examples)
+    adapter.save_pretrained(tmp_path)
+    assert not (tmp_path / "adapter_config.json").exists()
+    assert (tmp_path / "hypertuning_phi.safetensors").exists()
