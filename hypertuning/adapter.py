@@ -36,7 +36,7 @@ def atomic_write(path: Path, write) -> None:
 
 
 def write_json(path: Path, obj) -> None:
-    atomic_write(path, lambda p: Path(p).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
+    atomic_write(path, lambda p: Path(p).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -83,7 +83,9 @@ class Adapter:
         return self.target_obj.bind(self.phi)
 
     def __getitem__(self, i: int) -> Adapter:
-        return Adapter(self.target, self.options, self.spec, {k: v[i : i + 1] for k, v in self.phi.items()}, self.meta)
+        return Adapter(
+            self.target, self.options, self.spec, {k: v[i : i + 1] for k, v in self.phi.items()}, self.meta
+        )
 
     @staticmethod
     def stack(adapters: list[Adapter]) -> Adapter:
@@ -99,14 +101,22 @@ class Adapter:
                 )
         if len(adapters) == 1:
             return a0
-        return Adapter(a0.target, a0.options, a0.spec, {k: torch.cat([a.phi[k] for a in adapters]) for k in a0.phi}, a0.meta)
+        return Adapter(
+            a0.target,
+            a0.options,
+            a0.spec,
+            {k: torch.cat([a.phi[k] for a in adapters]) for k in a0.phi},
+            a0.meta,
+        )
 
     # -- files -----------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write adapter_config.json + adapter_model.safetensors (PEFT format) when the target can, plus
         hypertuning.json naming the downstream model (fingerprint) and target options."""
         if self.num_tasks != 1:
-            raise HypertuningError(f"save_pretrained saves one task; this adapter holds {self.num_tasks} (index it)")
+            raise HypertuningError(
+                f"save_pretrained saves one task; this adapter holds {self.num_tasks} (index it)"
+            )
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         family = FAMILIES.get(self.spec.family)
@@ -164,5 +174,7 @@ class Adapter:
             if k in spec.kinds and meta["target"].startswith("prefix"):
                 continue  # prefix length is free
             if phi[k].shape != z.shape:
-                raise CheckpointError(f"{d}: phi[{k!r}] has shape {tuple(phi[k].shape)}, expected {tuple(z.shape)}")
+                raise CheckpointError(
+                    f"{d}: phi[{k!r}] has shape {tuple(phi[k].shape)}, expected {tuple(z.shape)}"
+                )
         return cls(meta["target"], meta["options"], spec, phi, meta.get("meta", {}))

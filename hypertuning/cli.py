@@ -35,8 +35,10 @@ def _adapt(args) -> None:
     adapter = hm.generate(examples, instruction=args.instruction)
     took = time.perf_counter() - start
     adapter.save_pretrained(args.out)
-    print(f"Generated a {adapter.target} adapter from {len(examples)} examples in {took * 1000:.0f} ms "
-          f"({adapter.nbytes / 1024:.1f} KiB); saved to {args.out}")
+    print(
+        f"Generated a {adapter.target} adapter from {len(examples)} examples in {took * 1000:.0f} ms "
+        f"({adapter.nbytes / 1024:.1f} KiB); saved to {args.out}"
+    )
 
 
 def _load_adapter(path):
@@ -61,7 +63,16 @@ def _score(args) -> None:
             choices = [str(c) for c in row["choices"]]
             lp = ds.loglikelihood([row["input"]] * len(choices), choices, adapter=adapter).tolist()
             best = max(range(len(choices)), key=lp.__getitem__)
-            print(json.dumps({"input": row["input"], "choice_logprobs": lp, "prediction": choices[best], "argmax": best}))
+            print(
+                json.dumps(
+                    {
+                        "input": row["input"],
+                        "choice_logprobs": lp,
+                        "prediction": choices[best],
+                        "argmax": best,
+                    }
+                )
+            )
         else:
             lp = ds.loglikelihood([row["input"]], [str(row["output"])], adapter=adapter).item()
             print(json.dumps({"input": row["input"], "output": row["output"], "logprob": lp}))
@@ -88,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("new", help="create an untrained hypermodel for a downstream model")
-    s.add_argument("--downstream", required=True, help="hub id, local directory, .gguf file or alias (smollm2-135m-instruct)")
+    s.add_argument(
+        "--downstream",
+        required=True,
+        help="hub id, local directory, .gguf file or alias (smollm2-135m-instruct)",
+    )
     s.add_argument("--target", choices=["lora", "prefix", "prefix-mlp"], default="lora")
     s.add_argument("--layers", type=int, default=None, help="keep only the first N blocks in the hypermodel")
     s.add_argument("--rank", type=int, default=None, help="LoRA rank")

@@ -26,17 +26,23 @@ def run_demo(args) -> None:
 
     t0 = time.perf_counter()
     ds = load_downstream(args.downstream)
-    print(f"Loaded {ds.name} ({ds.family.name} family) in {time.perf_counter() - t0:.1f} s from {ds.spec.checkpoint}")
+    print(
+        f"Loaded {ds.name} ({ds.family.name} family) in {time.perf_counter() - t0:.1f} s from {ds.spec.checkpoint}"
+    )
     hm = HyperModel.create(ds, target=args.target, layers=args.layers)
-    print(f"Created an untrained {args.target} hypermodel from the first {args.layers} blocks "
-          f"({sum(p.numel() for p in hm.parameters()) / 1e6:.1f}M parameters)")
+    print(
+        f"Created an untrained {args.target} hypermodel from the first {args.layers} blocks "
+        f"({sum(p.numel() for p in hm.parameters()) / 1e6:.1f}M parameters)"
+    )
     t0 = time.perf_counter()
     adapter = hm.generate(EXAMPLES)
     took = time.perf_counter() - t0
     out = Path(args.out) / "adapter"
     adapter.save_pretrained(out)
-    print(f"Generated an adapter from {len(EXAMPLES)} examples in {took * 1000:.0f} ms "
-          f"({adapter.nbytes / 1024:.0f} KiB), saved in PEFT format to {out}")
+    print(
+        f"Generated an adapter from {len(EXAMPLES)} examples in {took * 1000:.0f} ms "
+        f"({adapter.nbytes / 1024:.0f} KiB), saved in PEFT format to {out}"
+    )
     for name, a in (("zero-shot", None), ("hypertuned (untrained hypermodel)", adapter)):
         correct = 0
         for t in TESTS:

@@ -29,7 +29,12 @@ def test_mixed_batch_equals_each_row_alone(downstream, target):
     hm = HyperModel.create(downstream, target=target, layers=1)
     adapters = _boost(hm.generate_batch(TASKS))
     together = downstream.loglikelihood(INPUTS, OUTPUTS, adapter=adapters)
-    alone = torch.cat([downstream.loglikelihood([i], [o], adapter=a) for i, o, a in zip(INPUTS, OUTPUTS, adapters, strict=True)])
+    alone = torch.cat(
+        [
+            downstream.loglikelihood([i], [o], adapter=a)
+            for i, o, a in zip(INPUTS, OUTPUTS, adapters, strict=True)
+        ]
+    )
     torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-5)
     # and the rows really got different parameters
     swapped = downstream.loglikelihood(INPUTS, OUTPUTS, adapter=adapters[::-1])
@@ -42,14 +47,20 @@ def test_zero_effect_phi_leaves_outputs_unchanged(downstream, target):
     a = hm.generate(TASKS[0])
     zero = Adapter(a.target, a.options, a.spec, a.target_obj.zero_phi(1))
     base = downstream.loglikelihood(INPUTS, OUTPUTS)
-    torch.testing.assert_close(downstream.loglikelihood(INPUTS, OUTPUTS, adapter=zero), base, atol=1e-5, rtol=0)
-    assert not torch.allclose(downstream.loglikelihood(INPUTS, OUTPUTS, adapter=_boost([a])[0]), base, atol=1e-4)
+    torch.testing.assert_close(
+        downstream.loglikelihood(INPUTS, OUTPUTS, adapter=zero), base, atol=1e-5, rtol=0
+    )
+    assert not torch.allclose(
+        downstream.loglikelihood(INPUTS, OUTPUTS, adapter=_boost([a])[0]), base, atol=1e-4
+    )
 
 
 def test_prefix_never_shifts_positions(llama):
     seen = []
     hook = llama.model.model.rotary_emb.register_forward_hook(
-        lambda m, args, kwargs, out: seen.append((args[1] if len(args) > 1 else kwargs["position_ids"]).clone()),
+        lambda m, args, kwargs, out: seen.append(
+            (args[1] if len(args) > 1 else kwargs["position_ids"]).clone()
+        ),
         with_kwargs=True,
     )
     try:
@@ -67,7 +78,7 @@ def test_gradients_reach_hypermodel_not_downstream(downstream, target, checkpoin
     hm = HyperModel.create(downstream, target=target, layers=1).train()
     model = downstream.model
     if checkpointing:
-        model.activation_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.train()
     try:
         phi = hm(*hm.encode(TASKS[:2]))
@@ -82,7 +93,9 @@ def test_gradients_reach_hypermodel_not_downstream(downstream, target, checkpoin
         model.eval()
     missing = [n for n, p in hm.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     # tokenizer rows never seen in this batch get no gradient; every other parameter must
-    missing = [n for n in missing if not n.endswith("embed_tokens.weight") and not n.endswith("shared.weight")]
+    missing = [
+        n for n in missing if not n.endswith("embed_tokens.weight") and not n.endswith("shared.weight")
+    ]
     assert missing == []
     assert all(p.grad is None for p in model.parameters())
     assert all(not p.requires_grad for p in model.parameters())
@@ -92,19 +105,25 @@ def test_gradients_reach_hypermodel_not_downstream(downstream, target, checkpoin
 def test_checkpointing_gives_same_gradients(llama, target):
     hm = HyperModel.create(llama, target=target, layers=1).train()
     ids = torch.tensor([[5, 6, 7, 8, 9]])
-    grads = []
+    grads, calls = [], []
+    attn = llama.model.model.layers[0].self_attn
     for ckpt in (False, True):
         hm.zero_grad()
+        count = []
+        handle = attn.register_forward_hook(lambda *a, count=count: count.append(1))
         if ckpt:
-            llama.model.activation_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            llama.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         llama.model.train()
         try:
             out = llama.model(input_ids=ids, labels=ids, **{PHI_KWARG: hm.target.bind(hm(*hm.encode(TASKS[:1])))})
             out.loss.backward()
         finally:
+            handle.remove()
             llama.model.activation_checkpointing_disable()
             llama.model.eval()
         grads.append(hm.queries.grad.clone())
+        calls.append(len(count))
+    assert calls == [1, 2]  # the checkpointed layer really was recomputed in backward, phi and all
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
 
 
@@ -123,7 +142,9 @@ def test_generate_equals_greedy_loop_over_scoring_path(downstream, target):
             with torch.no_grad():
                 if downstream.family.name == "t5":
                     dec = torch.tensor([[downstream.model.config.decoder_start_token_id] + gen])
-                    logits = downstream.model(input_ids=torch.tensor([ctx]), decoder_input_ids=dec, **{PHI_KWARG: phi}).logits
+                    logits = downstream.model(
+                        input_ids=torch.tensor([ctx]), decoder_input_ids=dec, **{PHI_KWARG: phi}
+                    ).logits
                 else:
                     logits = downstream.model(input_ids=torch.tensor([ctx + gen]), **{PHI_KWARG: phi}).logits
             nxt = int(logits[0, -1].argmax())

@@ -64,8 +64,18 @@ def test_peft_loads_our_adapter_with_identical_logits(name, target, tiny_dirs, r
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(tiny_dirs[name])
     proc = subprocess.run(
-        [sys.executable, "-c", PEFT_CHILD, str(tmp_path / "adapter"), str(tiny_dirs[name]), str(int(name == "t5")), json.dumps(INPUTS)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            PEFT_CHILD,
+            str(tmp_path / "adapter"),
+            str(tiny_dirs[name]),
+            str(int(name == "t5")),
+            json.dumps(INPUTS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     theirs = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -36,10 +36,14 @@ def normalise_examples(examples) -> list[tuple[str, str]]:
     return out
 
 
-def encode_examples(tokenizer, examples: Sequence[tuple[str, str]], instruction: str | None, max_tokens: int) -> list[int]:
+def encode_examples(
+    tokenizer, examples: Sequence[tuple[str, str]], instruction: str | None, max_tokens: int
+) -> list[int]:
     """Token ids of the formatted examples, dropping whole trailing examples (with a warning) when they
     would overflow `max_tokens`, as a cut mid-example would show the hypermodel a wrong pair."""
-    pieces = ([f"{X_TOKEN} {instruction}"] if instruction else []) + [f"{X_TOKEN} {x} {Y_TOKEN} {y}" for x, y in examples]
+    pieces = ([f"{X_TOKEN} {instruction}"] if instruction else []) + [
+        f"{X_TOKEN} {x} {Y_TOKEN} {y}" for x, y in examples
+    ]
     ids: list[int] = []
     kept = 0
     for n, piece in enumerate(pieces):
@@ -48,11 +52,18 @@ def encode_examples(tokenizer, examples: Sequence[tuple[str, str]], instruction:
             if not ids:  # even the first piece is too long: truncate it rather than return nothing
                 ids = t[:max_tokens]
                 kept = 1
-                log.warning("The first example/instruction has %d tokens; truncated to %d", len(t), max_tokens)
+                log.warning(
+                    "The first example/instruction has %d tokens; truncated to %d", len(t), max_tokens
+                )
             break
         ids += t
         kept += 1
     dropped = len(pieces) - kept
     if dropped:
-        log.warning("Dropped %d of %d examples to fit the hypermodel's %d-token input", dropped, len(pieces), max_tokens)
+        log.warning(
+            "Dropped %d of %d examples to fit the hypermodel's %d-token input",
+            dropped,
+            len(pieces),
+            max_tokens,
+        )
     return ids

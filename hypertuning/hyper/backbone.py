@@ -18,7 +18,9 @@ from transformers import AutoModel
 def _visible(mask: torch.Tensor, impl: str, dtype) -> torch.Tensor:
     """bool [B, 1, Q, K] -> the 4D form the attention implementation expects (bool for sdpa, additive for eager)."""
     if impl == "eager":
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            ~mask, torch.finfo(dtype).min
+        )
     return mask
 
 
@@ -39,9 +41,13 @@ def build_backbone_model(downstream, layers: int | None, kind: str, vocab_size: 
         impl = "eager"
     cfg.use_cache = False
     model = AutoModel.from_config(cfg, attn_implementation=impl)
-    source = downstream.model.base_model.state_dict() if kind == "decoder-only" else downstream.model.state_dict()
+    source = (
+        downstream.model.base_model.state_dict() if kind == "decoder-only" else downstream.model.state_dict()
+    )
     own = model.state_dict()
-    model.load_state_dict({k: v for k, v in source.items() if k in own and own[k].shape == v.shape}, strict=False)
+    model.load_state_dict(
+        {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}, strict=False
+    )
     model.resize_token_embeddings(vocab_size, mean_resizing=True)
     model.requires_grad_(True)
     return model
@@ -73,7 +79,9 @@ class DecoderOnlyBackbone(nn.Module):
         allowed = (causal | is_query_row)[None] & key_real[:, None, :]  # queries see everything real
         mask = _visible(allowed[:, None], self.model.config._attn_implementation, x.dtype)
         lengths = real.sum(1, keepdim=True)
-        positions = torch.cat([torch.arange(t, device=x.device).expand(b, t), lengths + torch.arange(q, device=x.device)], dim=1)
+        positions = torch.cat(
+            [torch.arange(t, device=x.device).expand(b, t), lengths + torch.arange(q, device=x.device)], dim=1
+        )
         out = self.model(inputs_embeds=x, attention_mask=mask, position_ids=positions).last_hidden_state
         return out[:, t:]
 
@@ -94,7 +102,10 @@ class EncoderDecoderBackbone(nn.Module):
         full = torch.ones(b, 1, q, q, dtype=torch.bool, device=enc.device)  # the causal mask removed
         mask = _visible(full, self.model.config._attn_implementation, enc.dtype)
         return self.model.decoder(
-            inputs_embeds=dec_in, attention_mask=mask, encoder_hidden_states=enc, encoder_attention_mask=attention_mask
+            inputs_embeds=dec_in,
+            attention_mask=mask,
+            encoder_hidden_states=enc,
+            encoder_attention_mask=attention_mask,
         ).last_hidden_state
 
 

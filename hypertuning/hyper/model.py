@@ -56,8 +56,15 @@ class HyperModel(nn.Module):
 
     # -- building ------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, downstream, target: str = "lora", layers: int | None = None, backbone: str | None = None,
-               max_input_tokens: int = 1024, **target_options) -> HyperModel:
+    def create(
+        cls,
+        downstream,
+        target: str = "lora",
+        layers: int | None = None,
+        backbone: str | None = None,
+        max_input_tokens: int = 1024,
+        **target_options,
+    ) -> HyperModel:
         """A new hypermodel for `downstream`, its backbone initialised from the downstream model's first
         `layers` blocks. Target options: lora -> rank, alpha, modules, gate_init; prefix -> prefix_len."""
         TARGETS.get(target)(downstream.spec, **target_options)  # validate options before the heavy work
@@ -65,7 +72,9 @@ class HyperModel(nn.Module):
         if kind not in BACKBONES:
             raise HypertuningError(f"Unknown backbone {kind!r}; choose from {sorted(BACKBONES)}")
         if kind == "encoder-decoder" and downstream.family.name != "t5":
-            raise HypertuningError("The encoder-decoder backbone needs an encoder-decoder (T5) downstream model")
+            raise HypertuningError(
+                "The encoder-decoder backbone needs an encoder-decoder (T5) downstream model"
+            )
         tokenizer = copy.deepcopy(downstream.tokenizer)
         tokenizer.add_tokens([X_TOKEN, Y_TOKEN], special_tokens=True)
         model = build_backbone_model(downstream, layers, kind, len(tokenizer))
@@ -104,7 +113,9 @@ class HyperModel(nn.Module):
         return self.heads(hidden.float())
 
     @torch.no_grad()
-    def generate_batch(self, tasks: Sequence, instructions: Sequence[str | None] | None = None) -> list[Adapter]:
+    def generate_batch(
+        self, tasks: Sequence, instructions: Sequence[str | None] | None = None
+    ) -> list[Adapter]:
         """One Adapter per task, all in one forward pass."""
         if len(tasks) == 0:
             raise HypertuningError("generate_batch needs at least one task")
@@ -114,8 +125,13 @@ class HyperModel(nn.Module):
             phi = self(*self.encode(tasks, instructions))
         finally:
             self.train(was_training)
-        adapter = Adapter(self.config.target, self.config.target_options, self.spec,
-                          {k: v.detach() for k, v in phi.items()}, {"hypermodel": self.fingerprint()})
+        adapter = Adapter(
+            self.config.target,
+            self.config.target_options,
+            self.spec,
+            {k: v.detach() for k, v in phi.items()},
+            {"hypermodel": self.fingerprint()},
+        )
         return [adapter[i] for i in range(len(tasks))]
 
     def generate(self, examples, instruction: str | None = None) -> Adapter:
@@ -148,7 +164,9 @@ class HyperModel(nn.Module):
         return out
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, downstream=None, device: str | None = None) -> HyperModel:
+    def from_pretrained(
+        cls, directory: str | os.PathLike, downstream=None, device: str | None = None
+    ) -> HyperModel:
         """Load a hypermodel; pass `downstream` to check it was built for that model."""
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 

@@ -39,7 +39,7 @@ def expand_rows(t: torch.Tensor, batch: int) -> torch.Tensor:
 
 def _extend_mask(mask, module, query, key_len: int, prefix_len: int):
     """Prepend `prefix_len` always-visible columns to a 4D mask, materialising the implicit one if needed."""
-    b, q_len = query.shape[0], query.shape[2]
+    _b, q_len = query.shape[0], query.shape[2]
     if mask is None:
         # No mask means: causal without padding (decoder self-attention) or full attention (encoder, cross).
         k_idx = torch.arange(key_len, device=query.device)

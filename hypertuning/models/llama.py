@@ -31,7 +31,9 @@ class LlamaFamily(Family):
     def kind_spec(self, kind: str) -> KindSpec:
         cfg = self.model.config
         attn = self.model.model.layers[0].self_attn
-        linears = {n: [m.in_features, m.out_features] for n, m in attn.named_children() if hasattr(m, "in_features")}
+        linears = {
+            n: [m.in_features, m.out_features] for n, m in attn.named_children() if hasattr(m, "in_features")
+        }
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         return KindSpec(cfg.num_hidden_layers, cfg.num_key_value_heads, head_dim, linears)
 
@@ -84,7 +86,9 @@ class LlamaFamily(Family):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         ids = torch.full((len(contexts), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for i, c in enumerate(contexts):  # left padding for generation; generate() derives positions from the mask
+        for i, c in enumerate(
+            contexts
+        ):  # left padding for generation; generate() derives positions from the mask
             ids[i, width - len(c) :] = torch.tensor(c)
             mask[i, width - len(c) :] = 1
         kwargs = {PHI_KWARG: phi} if phi is not None else {}

@@ -125,7 +125,9 @@ def resolve_checkpoint(name_or_path: str) -> str:
             raise CheckpointError(f"{path} is a directory without config.json: not a transformers checkpoint")
         return str(path.resolve())
     if path.exists():
-        raise CheckpointError(f"{path} is a file but not a .gguf model; pass a directory, a .gguf file or a hub id")
+        raise CheckpointError(
+            f"{path} is a file but not a .gguf model; pass a directory, a .gguf file or a hub id"
+        )
     if name_or_path.count("/") > 1 or name_or_path.startswith((".", "/", "~")):
         raise CheckpointError(f"No such model directory: {name_or_path}")
     return name_or_path  # a hub id: transformers downloads it (users have internet)

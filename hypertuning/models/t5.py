@@ -43,7 +43,10 @@ class T5Family(Family):
         stack = self.model.encoder if kind == "encoder" else self.model.decoder
         block = stack.block[0]
         attn = block.layer[1].EncDecAttention if kind == "cross" else block.layer[0].SelfAttention
-        linears = {n: [attn.__getattr__(n).in_features, attn.__getattr__(n).out_features] for n in ("q", "k", "v", "o")}
+        linears = {
+            n: [attn.__getattr__(n).in_features, attn.__getattr__(n).out_features]
+            for n in ("q", "k", "v", "o")
+        }
         return KindSpec(len(stack.block), cfg.num_heads, cfg.d_kv, linears)
 
     def _encode(self, tokenizer, seqs, pad):
@@ -60,7 +63,9 @@ class T5Family(Family):
         ids, mask = self._encode(tokenizer, contexts, pad)
         labels, label_mask = self._encode(tokenizer, continuations, pad)
         kwargs = {PHI_KWARG: phi} if phi is not None else {}
-        logits = self.model(input_ids=ids, attention_mask=mask, labels=labels.masked_fill(label_mask == 0, -100), **kwargs).logits
+        logits = self.model(
+            input_ids=ids, attention_mask=mask, labels=labels.masked_fill(label_mask == 0, -100), **kwargs
+        ).logits
         logprobs = F.log_softmax(logits.float(), dim=-1)
         token_lp = logprobs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
         return (token_lp * label_mask).sum(-1)
@@ -70,4 +75,7 @@ class T5Family(Family):
         kwargs = {PHI_KWARG: phi} if phi is not None else {}
         out = self.model.generate(input_ids=ids, attention_mask=mask, **generate_kwargs, **kwargs)
         start = self.model.config.decoder_start_token_id
-        return [_strip([t for t in row.tolist()[1:]] if row[0] == start else row.tolist(), tokenizer) for row in out]
+        return [
+            _strip([t for t in row.tolist()[1:]] if row[0] == start else row.tolist(), tokenizer)
+            for row in out
+        ]

@@ -27,12 +27,16 @@ class LoraHeads(nn.Module):
         # 1/sqrt(r), so B(Ax) is O(1); the learned tanh gates start at `gate_init` (not 0, which would stop every
         # gradient to the heads and backbone) so a fresh hypermodel perturbs q/v by about that fraction.
         tanh_scale = 0.6  # typical magnitude of the head's tanh activations
-        for key, (kind, module, layers, d_in, d_out) in self.t.items():
+        for key, (_kind, _module, layers, d_in, d_out) in self.t.items():
             head = mlp_head(hidden, r * (d_in + d_out))
-            std = torch.cat([torch.full((r * d_in,), 1 / math.sqrt(d_in)), torch.full((r * d_out,), 1 / math.sqrt(r))])
+            std = torch.cat(
+                [torch.full((r * d_in,), 1 / math.sqrt(d_in)), torch.full((r * d_out,), 1 / math.sqrt(r))]
+            )
             init_last(head, std / (tanh_scale * math.sqrt(hidden)))
             self.heads[key.replace(".", "__")] = head
-            self.raw_gates[key.replace(".", "__")] = nn.Parameter(torch.full((layers,), math.atanh(target.gate_init)))
+            self.raw_gates[key.replace(".", "__")] = nn.Parameter(
+                torch.full((layers,), math.atanh(target.gate_init))
+            )
         self.rank = r
 
     def forward(self, queries: torch.Tensor) -> Phi:  # queries: [B, Q, H]
@@ -41,7 +45,7 @@ class LoraHeads(nn.Module):
         for kind, layers in self.t.kinds.items():
             offset[kind] = (start, layers)
             start += layers
-        for key, (kind, module, layers, d_in, d_out) in self.t.items():
+        for key, (kind, _module, _layers, d_in, d_out) in self.t.items():
             s, n = offset[kind]
             y = self.heads[key.replace(".", "__")](queries[:, s : s + n])  # [B, L, r*(in+out)]
             gate = torch.tanh(self.raw_gates[key.replace(".", "__")])[None, :, None, None]
@@ -59,8 +63,15 @@ class LoraTarget(Target):
     name = "lora"
     peft_type = "LORA"
 
-    def __init__(self, spec, rank: int = 8, alpha: float | None = None, modules: list[str] | None = None,
-                 gate_init: float = 0.01, **options):
+    def __init__(
+        self,
+        spec,
+        rank: int = 8,
+        alpha: float | None = None,
+        modules: list[str] | None = None,
+        gate_init: float = 0.01,
+        **options,
+    ):
         from ..models import FAMILIES
 
         family = FAMILIES.get(spec.family)
@@ -94,7 +105,9 @@ class LoraTarget(Target):
         return out
 
     def num_queries(self) -> int:
-        return sum(ks.num_layers for ks in self.spec.kinds.values())  # the paper's 3L for T5, L for decoder-only
+        return sum(
+            ks.num_layers for ks in self.spec.kinds.values()
+        )  # the paper's 3L for T5, L for decoder-only
 
     def build_heads(self, hidden: int, downstream=None) -> nn.Module:
         return LoraHeads(self, hidden)

@@ -27,6 +27,7 @@ def real_kv_means(downstream, kinds: dict) -> dict[str, torch.Tensor]:
     handles = []
     for slot, module in fam.attention_modules():
         for j, name in enumerate((k_name, v_name)):
+
             def hook(mod, args, out, slot=slot, j=j):
                 got[(slot.kind, slot.layer, j)] = out.detach().float().reshape(-1, out.shape[-1]).mean(0)
 
@@ -44,7 +45,10 @@ def real_kv_means(downstream, kinds: dict) -> dict[str, torch.Tensor]:
     out = {}
     for kind, ks in kinds.items():
         out[kind] = torch.stack(
-            [torch.stack([got[(kind, i, j)].reshape(ks.kv_heads, ks.head_dim) for j in (0, 1)]) for i in range(ks.num_layers)]
+            [
+                torch.stack([got[(kind, i, j)].reshape(ks.kv_heads, ks.head_dim) for j in (0, 1)])
+                for i in range(ks.num_layers)
+            ]
         )
     return out
 
@@ -94,7 +98,11 @@ class PrefixMLPHeads(nn.Module):
             token_dim = ks.kv_heads * ks.head_dim
             mlp_hidden = target.mlp_hidden or token_dim
             self.embed[kind] = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, token_dim))
-            mlp = nn.Sequential(nn.Linear(token_dim, mlp_hidden), nn.Tanh(), nn.Linear(mlp_hidden, ks.num_layers * 2 * token_dim))
+            mlp = nn.Sequential(
+                nn.Linear(token_dim, mlp_hidden),
+                nn.Tanh(),
+                nn.Linear(mlp_hidden, ks.num_layers * 2 * token_dim),
+            )
             init_last(mlp, 0.02 / math.sqrt(mlp_hidden), means[kind] if means is not None else None)
             self.transform[kind] = mlp
 
@@ -117,7 +125,9 @@ class PrefixTarget(Target):
     def __init__(self, spec, prefix_len: int = 16, mlp_hidden: int | None = None, **options):
         if prefix_len < 1:
             raise HypertuningError(f"prefix_len must be >= 1, got {prefix_len}")
-        super().__init__(spec, prefix_len=prefix_len, **({"mlp_hidden": mlp_hidden} if mlp_hidden else {}), **options)
+        super().__init__(
+            spec, prefix_len=prefix_len, **({"mlp_hidden": mlp_hidden} if mlp_hidden else {}), **options
+        )
         self.prefix_len, self.mlp_hidden = prefix_len, mlp_hidden
 
     def num_queries(self) -> int:
@@ -131,7 +141,10 @@ class PrefixTarget(Target):
 
     def zero_phi(self, batch: int = 1) -> Phi:
         # An empty prefix (P = 0) is the only prefix with no effect at all.
-        return {k: torch.zeros(batch, ks.num_layers, 2, ks.kv_heads, 0, ks.head_dim) for k, ks in self.spec.kinds.items()}
+        return {
+            k: torch.zeros(batch, ks.num_layers, 2, ks.kv_heads, 0, ks.head_dim)
+            for k, ks in self.spec.kinds.items()
+        }
 
     def to_peft(self, phi: Phi, family):
         if list(self.spec.kinds) != ["self"]:

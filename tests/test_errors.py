@@ -1,0 +1,118 @@
+"""Bad input gets a specific error, never silent corruption."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hypertuning import (
+    Adapter,
+    CheckpointError,
+    DataError,
+    DownstreamMismatchError,
+    HyperModel,
+    HypertuningError,
+    load_downstream,
+)
+from hypertuning.data import read_jsonl
+
+
+@pytest.fixture(scope="module")
+def other(tiny_dirs):
+    return load_downstream(str(tiny_dirs["llama_other"]))
+
+
+def test_adapter_for_another_downstream_is_refused(llama, other, examples):
+    adapter = HyperModel.create(llama, target="lora", layers=1).generate(examples)
+    with pytest.raises(DownstreamMismatchError, match="fingerprint"):
+        other.loglikelihood(["x"], ["y"], adapter=adapter)
+
+
+def test_hypermodel_for_another_downstream_is_refused(llama, other, tmp_path):
+    HyperModel.create(llama, target="prefix", layers=1).save_pretrained(tmp_path)
+    HyperModel.from_pretrained(tmp_path, downstream=llama)  # fine
+    with pytest.raises(DownstreamMismatchError, match="built for downstream model"):
+        HyperModel.from_pretrained(tmp_path, downstream=other)
+
+
+def test_empty_examples(llama):
+    hm = HyperModel.create(llama, target="lora", layers=1)
+    with pytest.raises(DataError, match="empty"):
+        hm.generate([])
+    with pytest.raises(DataError, match="no 'output'"):
+        hm.generate([{"input": "a"}])
+
+
+def test_malformed_jsonl_names_the_line(tmp_path):
+    f = tmp_path / "ex.jsonl"
+    f.write_text('{"input": "a", "output": "b"}\n\n{"input": "c", "output": \n')
+    with pytest.raises(DataError, match=r"ex.jsonl:3: not valid JSON"):
+        read_jsonl(f)
+    f.write_text('{"input": "a", "output": "b"}\n[1, 2]\n')
+    with pytest.raises(DataError, match=r"ex.jsonl:2: expected a JSON object"):
+        read_jsonl(f)
+    f.write_text('{"output": "b"}\n')
+    with pytest.raises(DataError, match=r"ex.jsonl:1: missing field\(s\) input"):
+        read_jsonl(f, required=("input",))
+
+
+def test_missing_and_corrupt_files(llama, examples, tmp_path):
+    with pytest.raises(CheckpointError, match="no such adapter directory"):
+        Adapter.from_pretrained(tmp_path / "nope")
+    adapter = HyperModel.create(llama, target="lora", layers=1).generate(examples)
+    d = adapter.save_pretrained(tmp_path / "a")
+    data = (d / "adapter_model.safetensors").read_bytes()
+    (d / "adapter_model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        Adapter.from_pretrained(d)
+    (d / "adapter_model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="missing weights file"):
+        Adapter.from_pretrained(d)
+    (d / "hypertuning.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt hypertuning adapter metadata"):
+        Adapter.from_pretrained(d)
+
+    hm_dir = HyperModel.create(llama, target="lora", layers=1).save_pretrained(tmp_path / "hm")
+    w = (hm_dir / "model.safetensors").read_bytes()
+    (hm_dir / "model.safetensors").write_bytes(w[:100])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        HyperModel.from_pretrained(hm_dir)
+    with pytest.raises(CheckpointError, match="no such hypermodel directory"):
+        HyperModel.from_pretrained(tmp_path / "missing")
+
+
+def test_shape_mismatch_in_adapter_file(llama, examples, tmp_path):
+    adapter = HyperModel.create(llama, target="lora", layers=1, rank=4).generate(examples)
+    d = adapter.save_pretrained(tmp_path)
+    meta = json.loads((d / "hypertuning.json").read_text())
+    meta["options"]["rank"] = 8
+    (d / "hypertuning.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="shape"):
+        Adapter.from_pretrained(d)
+
+
+def test_unknown_target_suggests_close_match(llama):
+    with pytest.raises(HypertuningError, match="Did you mean 'lora'"):
+        HyperModel.create(llama, target="lorra")
+
+
+def test_bad_lora_module_lists_available(llama):
+    with pytest.raises(HypertuningError, match="available"):
+        HyperModel.create(llama, target="lora", modules=["gate_proj"])
+
+
+def test_missing_model_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="without config.json"):
+        load_downstream(str(tmp_path))
+
+
+def test_overlong_examples_drop_whole_examples(llama, caplog):
+    hm = HyperModel.create(llama, target="lora", layers=1, max_input_tokens=40)
+    many = [{"input": f"example number {i} with words", "output": "yes"} for i in range(20)]
+    ids, _ = hm.encode([many])
+    assert ids.shape[1] <= 40
+    assert "Dropped" in caplog.text
+    x_id = hm.tokenizer.convert_tokens_to_ids("<x>")
+    y_id = hm.tokenizer.convert_tokens_to_ids("<y>")
+    assert (ids[0] == x_id).sum() == (ids[0] == y_id).sum() > 0  # no example was cut in half
