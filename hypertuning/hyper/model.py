@@ -67,7 +67,7 @@ class HyperModel(nn.Module):
     ) -> HyperModel:
         """A new hypermodel for `downstream`, its backbone initialised from the downstream model's first
         `layers` blocks. Target options: lora -> rank, alpha, modules, gate_init; prefix -> prefix_len."""
-        TARGETS.get(target)(downstream.spec, **target_options)  # validate options before the heavy work
+        opts = TARGETS.get(target)(downstream.spec, **target_options).options  # validates before heavy work
         kind = backbone or FAMILIES.get(downstream.spec.family).hyper_backbone
         if kind not in BACKBONES:
             raise HypertuningError(f"Unknown backbone {kind!r}; choose from {sorted(BACKBONES)}")
@@ -78,7 +78,6 @@ class HyperModel(nn.Module):
         tokenizer = copy.deepcopy(downstream.tokenizer)
         tokenizer.add_tokens([X_TOKEN, Y_TOKEN], special_tokens=True)
         model = build_backbone_model(downstream, layers, kind, len(tokenizer))
-        opts = TARGETS.get(target)(downstream.spec, **target_options).options
         config = HyperConfig(target, opts, downstream.spec.to_dict(), kind, layers, max_input_tokens)
         return cls(config, model, tokenizer, downstream)
 

@@ -138,7 +138,7 @@ class Downstream:
             adapters = [adapters]
         for a in adapters:
             self.check_compatible(a.spec, "adapter")
-        if adapters[0].target == "prefix" or "prefix" in adapters[0].target:
+        if adapters[0].target.startswith("prefix"):
             if self.attention_base is None:
                 raise HypertuningError(
                     f"Prefixes need the 'sdpa' or 'eager' attention implementation; this model uses "
