@@ -76,6 +76,6 @@ class T5Family(Family):
         out = self.model.generate(input_ids=ids, attention_mask=mask, **generate_kwargs, **kwargs)
         start = self.model.config.decoder_start_token_id
         return [
-            _strip([t for t in row.tolist()[1:]] if row[0] == start else row.tolist(), tokenizer)
+            _strip(row.tolist()[1:] if row[0] == start else row.tolist(), tokenizer)
             for row in out
         ]
