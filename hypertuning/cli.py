@@ -138,6 +138,14 @@ def _generate(args) -> None:
         print(json.dumps({"input": row["input"], "generation": out}))
 
 
+def _train(args) -> None:
+    from .train import load_config, train
+
+    cfg = load_config(args.config, args.overrides)
+    for final in train(cfg, resume=args.resume):
+        print(f"Saved {final}")
+
+
 def _demo(args) -> None:
     from .demo import run_demo
 
@@ -197,6 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--seed", type=int, default=0)
             s.add_argument("--in-context", action="store_true", help="also print the in-context prompt")
             s.set_defaults(func=_tasks_show)
+
+    s = sub.add_parser(
+        "train",
+        help="train a hypermodel or a baseline from a YAML config (see configs/)",
+        description="Train from a YAML config; KEY=VALUE arguments override it (e.g. train.lr=1e-4). "
+        "Several processes or GPUs: `accelerate launch -m hypertuning.cli train CONFIG ...`.",
+    )
+    s.add_argument("config")
+    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    s.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    s.set_defaults(func=_train)
 
     s = sub.add_parser("demo", help="the whole idea in one command on the embedded SmolLM2-135M")
     s.add_argument("--downstream", default="smollm2-135m-instruct")

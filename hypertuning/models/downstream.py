@@ -231,6 +231,27 @@ class Downstream:
                 out.extend(self.tokenizer.decode(t, skip_special_tokens=True) for t in toks)
         return out
 
+    # -- training ------------------------------------------------------------------------------------
+    def lm_batch(self, contexts: Sequence[list[int]], continuations: Sequence[list[int]]) -> dict:
+        """Tensors for `lm_loss` from token ids (e.g. `encode_inputs` / `encode_targets` output)."""
+        return self.family.lm_batch(self.tokenizer, contexts, continuations)
+
+    def lm_loss(self, batch: dict, phi: ActivePhi | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed token cross-entropy of the labelled tokens, number of labelled tokens) for a batch from
+        `lm_batch`, under a batched phi. Summed rather than averaged so callers choose the normalisation."""
+        batch = dict(batch)
+        labels = batch.pop("labels")
+        if self.family.name == "t5":
+            batch["decoder_input_ids"] = self.model._shift_right(labels)
+        else:
+            labels = labels[:, 1:]  # token t predicts token t+1
+        logits = self(phi, **batch).logits
+        if self.family.name != "t5":
+            logits = logits[:, :-1]
+        keep = labels != -100
+        loss = nn.functional.cross_entropy(logits[keep].float(), labels[keep], reduction="sum")
+        return loss, keep.sum()
+
     def __call__(self, phi: ActivePhi | None = None, **batch):
         """A plain forward pass of the underlying model with a batched phi (for training loops)."""
         if phi is not None:

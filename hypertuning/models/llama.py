@@ -77,6 +77,17 @@ class LlamaFamily(Family):
             out.append(logprobs[i, pos, torch.tensor(t, device=device)].sum())
         return torch.stack(out)
 
+    def lm_batch(self, tokenizer, contexts, continuations) -> dict:
+        """Training batch: context + continuation in one right-padded sequence; labels mark the continuation
+        (-100 elsewhere), aligned with the tokens (the loss shifts them)."""
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        seqs = [c + t for c, t in zip(contexts, continuations, strict=True)]
+        ids, mask = pad_batch(seqs, pad)
+        labels = pad_batch([[-100] * len(c) + t for c, t in zip(contexts, continuations, strict=True)], -100)[
+            0
+        ]
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
     def generate_batch(self, tokenizer, contexts, phi, **generate_kwargs):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         ids, mask = pad_batch(contexts, pad, side="left")  # generate() derives positions from the mask

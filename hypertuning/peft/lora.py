@@ -54,6 +54,31 @@ class LoraHeads(nn.Module):
         return phi
 
 
+class LoraParams(nn.Module):
+    """Ordinary LoRA parameters, initialised as peft does: A kaiming-uniform, B zero (so training starts
+    from the base model)."""
+
+    def __init__(self, target: LoraTarget):
+        super().__init__()
+        self.ab = nn.ParameterDict()
+        for key, (_kind, _module, layers, d_in, d_out) in target.layout().items():
+            a = torch.empty(1, layers, target.rank, d_in)
+            for i in range(layers):
+                nn.init.kaiming_uniform_(a[0, i], a=math.sqrt(5))
+            self.ab[f"{key}.lora_A".replace(".", "__")] = nn.Parameter(a)
+            self.ab[f"{key}.lora_B".replace(".", "__")] = nn.Parameter(
+                torch.zeros(1, layers, d_out, target.rank)
+            )
+
+    def forward(self) -> Phi:
+        return {k.replace("__", "."): v for k, v in self.ab.items()}
+
+    @torch.no_grad()
+    def load_phi(self, phi: Phi) -> None:
+        for k, p in self.ab.items():
+            p.copy_(phi[k.replace("__", ".")][:1])
+
+
 class _Layout(dict):
     kinds: dict[str, int]
 
@@ -88,7 +113,7 @@ class LoraTarget(Target):
         if not 0 < gate_init < 1:
             raise HypertuningError(f"gate_init must be in (0, 1), got {gate_init}")
         alpha = float(alpha if alpha is not None else rank)
-        super().__init__(spec, rank=rank, alpha=alpha, modules=modules, gate_init=gate_init, **options)
+        super().__init__(spec, options, rank=rank, alpha=alpha, modules=modules, gate_init=gate_init)
         self.rank, self.alpha, self.modules, self.gate_init = rank, alpha, modules, gate_init
 
     @property
@@ -111,6 +136,9 @@ class LoraTarget(Target):
 
     def build_heads(self, hidden: int, downstream=None) -> nn.Module:
         return LoraHeads(self, hidden)
+
+    def trainable(self, downstream=None) -> nn.Module:
+        return LoraParams(self)
 
     def bind(self, phi: Phi) -> ActivePhi:
         lora = {}

@@ -116,6 +116,64 @@ class PrefixMLPHeads(nn.Module):
         return phi
 
 
+class FlatPrefix(nn.Module):
+    """Prefix-Flat tuning: the prefixes themselves are the parameters. Random initialisation is the
+    downstream model's mean real key/value per layer plus small noise (Li & Liang's real-activation init)."""
+
+    def __init__(self, target: PrefixTarget, downstream=None):
+        super().__init__()
+        means = real_kv_means(downstream, target.spec.kinds) if downstream is not None else None
+        self.prefix = nn.ParameterDict()
+        for kind, ks in target.spec.kinds.items():
+            shape = (1, ks.num_layers, 2, ks.kv_heads, target.prefix_len, ks.head_dim)
+            init = torch.randn(shape) * 0.02
+            if means is not None:
+                init += means[kind][None, :, :, :, None, :]
+            self.prefix[kind] = nn.Parameter(init)
+
+    def forward(self) -> Phi:
+        return dict(self.prefix.items())
+
+    @torch.no_grad()
+    def load_phi(self, phi: Phi) -> None:
+        for kind, p in self.prefix.items():
+            p.copy_(phi[kind][:1])
+
+
+class MlpPrefix(nn.Module):
+    """Prefix-MLP tuning (peft's prefix_projection): embeddings [1, P, token_dim] through an MLP per kind,
+    laid out as PrefixMLPHeads.transform so a hypermodel's MLP and embeddings can initialise it."""
+
+    def __init__(self, target: PrefixTarget, downstream=None):
+        super().__init__()
+        heads = PrefixMLPHeads(target, 8, downstream)  # the same MLP layout and initialisation
+        self.transform = heads.transform
+        self.spec, self.p = target.spec, target.prefix_len
+        self.embeddings = nn.ParameterDict(
+            {
+                kind: nn.Parameter(torch.randn(1, target.prefix_len, ks.kv_heads * ks.head_dim))
+                for kind, ks in target.spec.kinds.items()
+            }
+        )
+
+    def forward(self) -> Phi:
+        phi = {}
+        for kind, ks in self.spec.kinds.items():
+            emb = self.embeddings[kind]
+            out = self.transform[kind](emb).reshape(1, self.p, ks.num_layers, 2, ks.kv_heads, ks.head_dim)
+            phi[kind] = out.permute(0, 2, 3, 4, 1, 5)
+            phi[f"{kind}.embeddings"] = emb
+        return phi
+
+    @torch.no_grad()
+    def load_phi(self, phi: Phi, heads: nn.Module | None = None) -> None:
+        """Start from generated embeddings; `heads` (a hypermodel's PrefixMLPHeads) also gives the MLP."""
+        for kind, p in self.embeddings.items():
+            p.copy_(phi[f"{kind}.embeddings"][:1])
+        if heads is not None:
+            self.transform.load_state_dict(heads.transform.state_dict())
+
+
 @TARGETS.register("prefix")
 class PrefixTarget(Target):
     name = "prefix"
@@ -126,7 +184,7 @@ class PrefixTarget(Target):
         if prefix_len < 1:
             raise HypertuningError(f"prefix_len must be >= 1, got {prefix_len}")
         super().__init__(
-            spec, prefix_len=prefix_len, **({"mlp_hidden": mlp_hidden} if mlp_hidden else {}), **options
+            spec, options, prefix_len=prefix_len, **({"mlp_hidden": mlp_hidden} if mlp_hidden else {})
         )
         self.prefix_len, self.mlp_hidden = prefix_len, mlp_hidden
 
@@ -138,6 +196,9 @@ class PrefixTarget(Target):
 
     def bind(self, phi: Phi) -> ActivePhi:
         return ActivePhi(prefix={k: phi[k] for k in self.spec.kinds})
+
+    def trainable(self, downstream=None) -> nn.Module:
+        return FlatPrefix(self, downstream)
 
     def zero_phi(self, batch: int = 1) -> Phi:
         # An empty prefix (P = 0) is the only prefix with no effect at all.
@@ -187,3 +248,6 @@ class PrefixTarget(Target):
 class PrefixMLPTarget(PrefixTarget):
     name = "prefix-mlp"
     heads_class = PrefixMLPHeads
+
+    def trainable(self, downstream=None) -> nn.Module:
+        return MlpPrefix(self, downstream)
