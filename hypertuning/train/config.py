@@ -198,11 +198,11 @@ def read_yaml(path: str | Path, seen: tuple = ()) -> dict:
 
 
 def deep_merge(a: dict, b: dict) -> dict:
-    """b over a, section by section; an `options` mapping is replaced whole (options belong to one target or
-    collection, so merging those of two would mix them)."""
+    """b over a, section by section; `options` and `sweep` mappings are replaced whole (options belong to
+    one target or collection, so merging those of two would mix them; `sweep={}` turns a sweep off)."""
     out = copy.deepcopy(a)
     for k, v in b.items():
-        merge = isinstance(v, dict) and isinstance(out.get(k), dict) and k != "options"
+        merge = isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("options", "sweep")
         out[k] = deep_merge(out[k], v) if merge else v
     return out
 

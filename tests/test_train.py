@@ -1,0 +1,252 @@
+"""The training loop on the shipped `smoke` configs (tiny random Llama, synthetic toy tasks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hypertuning import Adapter, CheckpointError, DownstreamMismatchError, HyperModel, HypertuningError
+from hypertuning.models.downstream import load_downstream
+from hypertuning.train import Trainer, load_config, train
+from hypertuning.train.config import expand_sweep, parse_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke"
+OBJECTIVES = ["caclm", "mtf_hyper", "joint", "mtf_full", "mtf_fewshot", "mtf_peft", "peft_task"]
+
+
+def smoke(name: str, run_dir: Path, *overrides: str):
+    return load_config(SMOKE / f"{name}.yaml", [f"run_dir={run_dir}", "sweep={}", *overrides])
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def evals(run_dir: Path) -> list[float]:
+    return [r["eval_loss"] for r in metrics(run_dir) if "eval_loss" in r]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every objective's smoke run (20 steps), trained once for the tests below."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for name in OBJECTIVES:
+        extra = ["train.steps=20"]
+        if name == "peft_task":
+            extra += ["peft.init=shared", f"peft.init_from={out['mtf_peft'] / 'final'}"]
+        train(smoke(name, root / name, *extra))
+        out[name] = root / name
+    return out
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_smoke_run_decreases_validation_loss(runs, name):
+    losses = evals(runs[name])
+    assert len(losses) >= 2 and metrics(runs[name])[0]["step"] == 0  # the curve starts before training
+    assert losses[-1] < losses[0] - 1e-3, losses
+    summary = json.loads((runs[name] / "summary.json").read_text())
+    assert summary["steps"] == 20 and summary["tokens_per_s"] > 0
+
+
+def _downstream_state():
+    return {k: v.clone() for k, v in load_downstream("tiny-llama").model.state_dict().items()}
+
+
+def test_frozen_downstream_unchanged_and_joint_changes_it(runs):
+    base = _downstream_state()
+    for name in ("caclm", "mtf_hyper"):
+        hm = HyperModel.from_pretrained(runs[name] / "final", load_downstream("tiny-llama"))
+        assert hm.config.extra["training"][-1]["objective"] == name
+    # joint: the fine-tuned downstream model is saved beside the hypermodel, which is bound to it
+    tuned = load_downstream(str(runs["joint"] / "final" / "downstream"))
+    HyperModel.from_pretrained(runs["joint"] / "final", tuned)  # compatible with its own downstream
+    with pytest.raises(DownstreamMismatchError):
+        HyperModel.from_pretrained(runs["joint"] / "final", load_downstream("tiny-llama"))
+    changed = [k for k, v in tuned.model.state_dict().items() if not torch.equal(v, base[k])]
+    assert len(changed) > len(base) // 2
+    full = load_downstream(str(runs["mtf_full"] / "final")).model.state_dict()
+    assert any(not torch.equal(v, base[k]) for k, v in full.items())
+
+
+@pytest.mark.parametrize("name", ["caclm", "mtf_hyper", "joint"])
+def test_gradients_reach_hypermodel_not_frozen_downstream(tmp_path, name):
+    trainer = Trainer(smoke(name, tmp_path / name, "train.warmup_steps=0"))
+    obj = trainer.objective
+    before = {k: v.clone() for k, v in obj.downstream.model.state_dict().items()}
+    loss, n = trainer.module(**obj.batch(list(range(4))))
+    (loss / n).backward()
+    for pname, p in obj.hypermodel.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+    ds_grads = [p.grad is not None for p in obj.downstream.model.parameters()]
+    assert all(ds_grads) if name == "joint" else not any(ds_grads)
+    trainer.optimizer.step()
+    same = all(torch.equal(v, before[k]) for k, v in obj.downstream.model.state_dict().items())
+    assert same is (name != "joint")
+
+
+def test_peft_task_hyper_init_starts_from_generated_parameters(runs, tmp_path):
+    hyper_dir = runs["mtf_hyper"] / "final"
+    trainer = Trainer(
+        smoke("peft_task", tmp_path / "p", "peft.init=hyper", f"peft.init_from={hyper_dir}", "train.steps=2")
+    )
+    obj = trainer.objective
+    hm = HyperModel.from_pretrained(hyper_dir, obj.downstream)
+    want = hm.generate([(e.input, e.target) for e in obj.shots]).phi
+    got = obj.module.params()
+    assert set(got) == set(want)
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+    # the shots come from the task's training pool and are never evaluated on
+    assert not {e.input for e in obj.shots} & {e.input for e in obj.eval_examples}
+
+
+def test_peft_task_outputs_a_peft_adapter(runs):
+    adapter = Adapter.from_pretrained(runs["peft_task"] / "final")
+    assert adapter.target == "lora" and adapter.meta["training"][-1]["objective"] == "peft_task"
+    assert (runs["peft_task"] / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_sweep_runs_each_combination(tmp_path):
+    cfg = load_config(
+        SMOKE / "peft_task.yaml",
+        [f"run_dir={tmp_path}", "train.steps=2", "eval.every=0", "sweep={train.lr: [1e-3, 1e-4], seed: [0]}"],
+    )
+    assert len(expand_sweep(load_config(SMOKE / "peft_task.yaml"))) == 9  # the paper's 3 lr x 3 seeds
+    finals = train(cfg)
+    names = ["lr=1e-3,seed=0", "lr=1e-4,seed=0"]  # as the user wrote the values
+    assert [f.parent.name for f in finals] == names
+    summary = json.loads((tmp_path / "sweep.json").read_text())
+    assert [r["run"] for r in summary["runs"]] == names and all(r["steps"] == 2 for r in summary["runs"])
+    assert json.loads((finals[1].parent / "config.json").read_text())["train"]["lr"] == 1e-4
+    assert train(cfg, resume=True) == finals  # finished runs are skipped
+
+
+# -- resumption -------------------------------------------------------------------------------------------
+def _cli(run_dir: Path, *extra: str) -> list[str]:
+    args = [f"run_dir={run_dir}", "train.steps=300", "checkpoint.every=20", "log.every=50", "eval.every=0"]
+    return [sys.executable, "-m", "hypertuning.cli", "train", str(SMOKE / "mtf_hyper.yaml"), *args, *extra]
+
+
+def _final_weights(run_dir: Path) -> dict:
+    return load_file(run_dir / "final" / "model.safetensors")
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = tmp_path / "ref"
+    subprocess.run(_cli(ref), check=True, env=env, capture_output=True)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if list((run / "checkpoints").glob("step-*/trainer_state.json")):
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if (run / "final").exists():
+        pytest.skip("the run finished before it could be killed (machine too fast for 300 steps)")
+    assert list((run / "checkpoints").glob("step-*"))
+    subprocess.run(_cli(run, "--resume"), check=True, env=env, capture_output=True)
+    a, b = _final_weights(ref), _final_weights(run)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the metrics of the resumed run continue without duplicated steps
+    steps = [r["step"] for r in metrics(run) if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 300
+
+
+def _finished(tmp_path, name="mtf_hyper", *extra):
+    run = tmp_path / name
+    cfg = smoke(name, run, "train.steps=10", "checkpoint.every=5", "checkpoint.keep=3", *extra)
+    Trainer(cfg).fit()
+    return run, cfg
+
+
+def test_existing_run_dir_needs_resume(tmp_path):
+    run, cfg = _finished(tmp_path)
+    with pytest.raises(HypertuningError, match="--resume"):
+        Trainer(cfg).fit()
+    assert Trainer(cfg).fit(resume=True) == run / "final"  # already finished: nothing to do
+
+
+def _restart_from(run: Path, step: int):
+    """Remove the final artefact and the checkpoints after `step`, as if the run died there."""
+    import shutil
+
+    shutil.rmtree(run / "final")
+    for p in (run / "checkpoints").iterdir():
+        if int(p.name.split("-")[1]) > step:
+            shutil.rmtree(p)
+
+
+def test_corrupt_checkpoint_gives_specific_error(tmp_path):
+    run, cfg = _finished(tmp_path)
+    _restart_from(run, 5)
+    weights = run / "checkpoints" / "step-00000005" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="step-00000005.*corrupt"):
+        Trainer(cfg).fit(resume=True)
+    (run / "checkpoints" / "step-00000005" / "trainer_state.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="trainer_state.json"):
+        Trainer(cfg).fit(resume=True)
+
+
+def test_mismatched_checkpoint_gives_specific_error(tmp_path, tiny_dirs):
+    run, cfg = _finished(tmp_path)
+    _restart_from(run, 5)
+    with pytest.raises(CheckpointError, match="train.lr"):
+        Trainer(smoke("mtf_hyper", run, "train.steps=10", "train.lr=0.5")).fit(resume=True)
+    with pytest.raises(DownstreamMismatchError, match="fingerprint"):
+        Trainer(
+            smoke("mtf_hyper", run, "train.steps=10", f"downstream.model={tiny_dirs['llama_other']}")
+        ).fit(resume=True)
+    with pytest.raises(CheckpointError, match="is a mtf_hyper checkpoint"):
+        Trainer(smoke("mtf_hyper", run, "train.steps=10", "objective=caclm")).fit(resume=True)
+    # more steps and other logging are allowed: the resumed run continues the same trajectory
+    Trainer(smoke("mtf_hyper", run, "train.steps=12", "log.every=1")).fit(resume=True)
+    assert metrics(run)[-2]["step"] == 12
+
+
+# -- configs ----------------------------------------------------------------------------------------------
+def test_config_overrides_and_errors(tmp_path):
+    cfg = smoke("mtf_hyper", tmp_path, "train.lr=1e-4", "data.k=2", "hypermodel.options={prefix_len: 2}")
+    assert cfg.train.lr == 1e-4 and cfg.data.k == 2
+    assert cfg.hypermodel.options == {"prefix_len": 2}  # options are replaced whole, not merged
+    assert cfg.downstream.model == "tiny-llama"  # from base.yaml
+    with pytest.raises(HypertuningError, match="Did you mean 'steps'"):
+        smoke("mtf_hyper", tmp_path, "train.step=3")
+    with pytest.raises(HypertuningError, match="train.lr: expected float"):
+        smoke("mtf_hyper", tmp_path, "train.lr=fast")
+    with pytest.raises(HypertuningError, match="key=value"):
+        parse_overrides(["train.lr"])
+    with pytest.raises(HypertuningError, match="no such config"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("objective: [unclosed\n")
+    with pytest.raises(HypertuningError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(HypertuningError, match="Unknown lora option"):
+        Trainer(smoke("mtf_hyper", tmp_path / "x", "hypermodel.options={rnak: 4}"))
+    with pytest.raises(HypertuningError, match="training objective"):
+        Trainer(smoke("mtf_hyper", tmp_path / "y", "objective=mtf_hyperr"))
+
+
+def test_shipped_configs_parse():
+    for path in sorted((ROOT / "configs").glob("*/*.yaml")):
+        if path.name != "base.yaml":
+            cfg = load_config(path)
+            assert cfg.objective in OBJECTIVES, path
