@@ -221,6 +221,15 @@ def test_mismatched_checkpoint_gives_specific_error(tmp_path, tiny_dirs):
     assert metrics(run)[-2]["step"] == 12
 
 
+def test_bf16_checkpointing_and_accumulation_run(tmp_path):
+    run = tmp_path / "bf16"
+    extra = ["train.steps=4", "train.mixed_precision=bf16", "train.gradient_checkpointing=true"]
+    Trainer(smoke("mtf_hyper", run, *extra, "train.grad_accum=2", "eval.every=0")).fit()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["last_loss"] == pytest.approx(summary["first_loss"], abs=1.0)
+    HyperModel.from_pretrained(run / "final")
+
+
 # -- configs ----------------------------------------------------------------------------------------------
 def test_config_overrides_and_errors(tmp_path):
     cfg = smoke("mtf_hyper", tmp_path, "train.lr=1e-4", "data.k=2", "hypermodel.options={prefix_len: 2}")
@@ -241,6 +250,8 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(bad)
     with pytest.raises(HypertuningError, match="Unknown lora option"):
         Trainer(smoke("mtf_hyper", tmp_path / "x", "hypermodel.options={rnak: 4}"))
+    with pytest.raises(HypertuningError, match="log.trackers"):
+        Trainer(smoke("mtf_hyper", tmp_path / "z", "log.trackers=[tensorbored]"))
     with pytest.raises(HypertuningError, match="training objective"):
         Trainer(smoke("mtf_hyper", tmp_path / "y", "objective=mtf_hyperr"))
 

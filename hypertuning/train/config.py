@@ -24,6 +24,7 @@ class DownstreamConfig:
     attn_implementation: str = "sdpa"
     max_input_tokens: int = 384  # the paper's limits (Appendix A)
     max_target_tokens: int = 128
+    max_in_context_tokens: int = 1408  # MetaICL-style baseline: hypermodel + downstream budgets
 
 
 @dataclass

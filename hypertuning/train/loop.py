@@ -45,6 +45,18 @@ def make_optimizer(params, t) -> torch.optim.Optimizer:
     raise HypertuningError(f"train.optimizer must be adamw or adamw8bit, got {t.optimizer!r}")
 
 
+def check_trackers(names: list[str]) -> None:
+    """accelerate only warns when a requested tracker is not installed, and the run goes unlogged."""
+    import accelerate.utils as au
+
+    for name in names:
+        available = getattr(au, f"is_{name}_available", None)
+        if available is None:
+            raise HypertuningError(f"log.trackers: unknown tracker {name!r} (e.g. tensorboard, wandb)")
+        if not available():
+            raise HypertuningError(f"log.trackers: {name} is not installed (pip install {name})")
+
+
 def linear_schedule(optimizer, warmup: int, total: int):
     from transformers import get_linear_schedule_with_warmup
 
@@ -79,6 +91,15 @@ class Trainer:
         if t.steps < 1 or t.batch_size < 1 or t.grad_accum < 1:
             raise HypertuningError("train.steps, train.batch_size and train.grad_accum must be >= 1")
         self.cfg, self.run_dir = cfg, Path(cfg.run_dir)
+        check_trackers(cfg.log.trackers)
+        if accelerator is None:
+            # accelerate keeps its precision and accumulation settings in process-wide singletons that
+            # refuse a second, different Accelerator; runs in one process (sweeps, notebooks, tests) each
+            # start from a clean one. The process group (PartialState) is kept.
+            from accelerate.state import AcceleratorState, GradientState
+
+            AcceleratorState._reset_state()
+            GradientState._reset_state()
         self.accelerator = accelerator or Accelerator(
             gradient_accumulation_steps=t.grad_accum,
             mixed_precision=t.mixed_precision,

@@ -91,6 +91,7 @@ def build_downstream(cfg: RunConfig, trainable: bool):
         d.model, dtype=d.dtype, attn_implementation=d.attn_implementation, freeze=not trainable
     )
     ds.max_input_tokens, ds.max_target_tokens = d.max_input_tokens, d.max_target_tokens
+    ds.max_in_context_tokens = d.max_in_context_tokens
     return ds
 
 
