@@ -122,6 +122,7 @@ class Trainer:
         self.scheduler = linear_schedule(self.optimizer, t.warmup_steps, t.steps)
         self.module, self.optimizer = acc.prepare(obj.module, self.optimizer)
         self.step, self.elapsed, self.tokens = 0, 0.0, 0
+        self.window = [0.0, 0]  # loss sum and steps since the last log line (saved: resumed logs match too)
         self.signature = _trainable_signature(obj.module)
 
     # -- state ---------------------------------------------------------------------------------------
@@ -134,6 +135,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "elapsed_s": self.elapsed,
             "tokens": self.tokens,
+            "window": self.window,
             "downstream": obj.downstream.spec.fingerprint,
             "trainable": self.signature,
             "config": self.cfg.to_dict(),
@@ -199,6 +201,7 @@ class Trainer:
             float(state.get("elapsed_s", 0)),
             int(state.get("tokens", 0)),
         )
+        self.window = list(state.get("window", [0.0, 0]))
         if position != self.next_index():
             raise CheckpointError(f"{path}: data position {position} does not match step {step}")
 
@@ -237,7 +240,7 @@ class Trainer:
         if cfg.eval.every and self.step == 0 and validation:  # the starting point of every curve
             self._log({"step": 0, **evaluate(self.objective, self.module, validation, acc.device)})
         self.module.train()
-        window_loss, window_n, window_tok, window_t0 = 0.0, 0, 0, time.perf_counter()
+        window_t0, window_tok = time.perf_counter(), 0
         while self.step < t.steps:
             t0 = time.perf_counter()
             step_loss, step_tok = 0.0, 0
@@ -272,12 +275,13 @@ class Trainer:
                 )
             self.elapsed += time.perf_counter() - t0
             self.tokens += step_tok
-            window_loss, window_n, window_tok = window_loss + step_loss, window_n + 1, window_tok + step_tok
+            self.window = [self.window[0] + step_loss, self.window[1] + 1]
+            window_tok += step_tok
             if self.step % cfg.log.every == 0 or self.step == t.steps:
                 dt = time.perf_counter() - window_t0
                 rec = {
                     "step": self.step,
-                    "loss": window_loss / window_n,
+                    "loss": self.window[0] / self.window[1],
                     "lr": self.scheduler.get_last_lr()[0],
                     "grad_norm": None if grad_norm is None else float(grad_norm),
                     "tokens": self.tokens,
@@ -286,7 +290,7 @@ class Trainer:
                 }
                 self._log(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rec['tokens_per_s']:.0f}")
-                window_loss, window_n, window_tok, window_t0 = 0.0, 0, 0, time.perf_counter()
+                self.window, window_tok, window_t0 = [0.0, 0], 0, time.perf_counter()
             bar.update(1)
             if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < t.steps and validation:
                 self._log(
