@@ -24,7 +24,25 @@ def records(run: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
-def report(runs: Path, every: int) -> None:
+def base_model_loss(stage: str) -> float:
+    """Validation loss of the downstream model with no phi at all, on the stage's own validation batches:
+    the number a hypermodel has to beat."""
+    import torch
+
+    from hypertuning.train import OBJECTIVES, load_config
+
+    cfg = load_config(ROOT / "configs" / "cpu-small" / f"{stage}.yaml", ["hypermodel.init=null"])
+    obj = OBJECTIVES.get(cfg.objective)(cfg)
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for b in obj.validation():
+            lm = {k: v for k, v in b.items() if not k.startswith("hyper_")}
+            loss, n = obj.downstream.lm_loss(lm)
+            total, tokens = total + float(loss), tokens + int(n)
+    return total / tokens
+
+
+def report(runs: Path, every: int, baseline: bool = False) -> None:
     print(f"host: {platform.machine()}, {platform.processor() or '?'}; python {platform.python_version()}")
     for stage in STAGES:
         run = runs / stage
@@ -49,12 +67,15 @@ def report(runs: Path, every: int) -> None:
         print("step  validation loss")
         for r in evals:
             print(f"{r['step']:>5}  {r['eval_loss']:.3f}")
+        if baseline:
+            print(f"base model, no phi: {base_model_loss(stage):.3f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--report", action="store_true", help="only print the report of existing runs")
     ap.add_argument("--every", type=int, default=50, help="print the train loss every N steps")
+    ap.add_argument("--baseline", action="store_true", help="also the base model's loss (no phi)")
     args = ap.parse_args()
     runs = ROOT / "runs" / "cpu-small"
     if not args.report:
@@ -63,7 +84,7 @@ def main() -> None:
             cmd = ["hypertune", "train", f"configs/cpu-small/{stage}.yaml", "--resume"]
             subprocess.run([sys.executable, "-m", "hypertuning.cli", *cmd[1:]], cwd=ROOT, check=True)
             print(f"{stage}: wall time {time.perf_counter() - t0:.0f} s ({' '.join(cmd)})")
-    report(runs, args.every)
+    report(runs, args.every, args.baseline)
 
 
 if __name__ == "__main__":
