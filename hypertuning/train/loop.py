@@ -255,7 +255,7 @@ class Trainer:
                 step_tok += sum(int(v.sum()) for k, v in batch.items() if k.endswith("mask"))
                 with acc.accumulate(self.module):
                     loss_sum, n = self.module(**batch)
-                    if "decoder_input_ids" in batch or self.objective.downstream.family.name == "t5":
+                    if self.objective.downstream.family.name == "t5":
                         step_tok += int(n)  # T5's decoder tokens are not in attention_mask
                     loss = loss_sum / n.clamp(min=1)
                     acc.backward(loss)
@@ -302,16 +302,11 @@ class Trainer:
         if validation:
             self._log({"step": self.step, **evaluate(self.objective, self.module, validation, acc.device)})
         if acc.is_main_process:
-            atomic_dir(final, lambda tmp: self._save_final(tmp))
+            atomic_dir(final, lambda tmp: self.objective.save_final(tmp, self.step))
             write_json(self.run_dir / "summary.json", self.summary())
         acc.wait_for_everyone()
         acc.end_training()
         return final
-
-    def _save_final(self, tmp: Path) -> None:
-        unwrapped = self.accelerator.unwrap_model(self.module)
-        assert unwrapped is self.objective.module
-        self.objective.save_final(tmp, self.step)
 
     def summary(self) -> dict:
         recs = self.read_metrics()
