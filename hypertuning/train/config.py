@@ -85,7 +85,7 @@ class OptimConfig:
     optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes)
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
-    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
+    mixed_precision: str | None = None  # no | bf16 | fp16; None = the accelerate config's choice
     gradient_checkpointing: bool = False
 
 
@@ -135,7 +135,8 @@ class RunConfig:
 
 
 # Keys a resumed run may change without changing its result.
-RESUMABLE_CHANGES = ("run_dir", "log.", "checkpoint.", "eval.every", "train.steps", "sweep")
+# (Not train.steps: the learning-rate schedule depends on it.)
+RESUMABLE_CHANGES = ("run_dir", "log.", "checkpoint.", "eval.every", "sweep")
 
 
 def _build(cls, d, where: str):
@@ -157,6 +158,8 @@ def _build(cls, d, where: str):
 def _coerce(f, value, where: str):
     """YAML reads 1e-4 (no dot) as a string; numbers are checked and converted here, with a clear error."""
     kind = str(f.type).split(" | ")[0]
+    if kind == "list" and isinstance(value, (str, int, float)):
+        return [value]  # trackers=tensorboard means [tensorboard]
     if value is None or kind not in ("int", "float", "bool"):
         return value
     if kind == "bool":
@@ -217,23 +220,24 @@ def set_dotted(d: dict, key: str, value) -> None:
     d[last] = value
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """['train.lr=1e-4', 'data.tasks=[a, b]'] -> nested dict; values are parsed as YAML."""
-    out: dict = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise HypertuningError(f"override {item!r}: expected key=value (e.g. train.lr=1e-4)")
-        try:
-            value = yaml.safe_load(raw) if raw else None
-        except yaml.YAMLError:
-            value = raw
-        set_dotted(out, key.strip(), value)
-    return out
+def parse_override(item: str) -> tuple[str, object]:
+    """'train.lr=1e-4' -> ('train.lr', 1e-4); values are parsed as YAML ('data.tasks=[a, b]' is a list)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise HypertuningError(f"override {item!r}: expected key=value (e.g. train.lr=1e-4)")
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    d = deep_merge(read_yaml(path), parse_overrides(list(overrides)))
+    """The YAML file (with its `base:` chain), then each KEY=VALUE override set at exactly its key: a whole
+    mapping (options={...}) replaces it, a dotted key (hypermodel.options.alpha=32) changes one entry."""
+    d = read_yaml(path)
+    for item in overrides:
+        set_dotted(d, *parse_override(item))
     for required in ("objective", "run_dir"):
         if required not in d:
             raise HypertuningError(f"{path}: needs '{required}:'")

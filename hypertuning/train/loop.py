@@ -88,8 +88,12 @@ class Trainer:
 
         OBJECTIVES.get(cfg.objective)  # an unknown name fails here, with the list of objectives
         t = cfg.train
-        if t.steps < 1 or t.batch_size < 1 or t.grad_accum < 1:
-            raise HypertuningError("train.steps, train.batch_size and train.grad_accum must be >= 1")
+        if min(t.steps, t.batch_size, t.grad_accum, cfg.log.every, cfg.checkpoint.keep) < 1:
+            raise HypertuningError(
+                "train.steps, train.batch_size, train.grad_accum, log.every and checkpoint.keep must be >= 1"
+            )
+        if min(cfg.checkpoint.every, cfg.eval.every) < 0:
+            raise HypertuningError("checkpoint.every and eval.every must be >= 0 (0 = off)")
         self.cfg, self.run_dir = cfg, Path(cfg.run_dir)
         check_trackers(cfg.log.trackers)
         if accelerator is None:
@@ -135,6 +139,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "elapsed_s": self.elapsed,
             "tokens": self.tokens,
+            "processes": self.accelerator.num_processes,
             "window": self.window,
             "downstream": obj.downstream.spec.fingerprint,
             "trainable": self.signature,
@@ -159,7 +164,7 @@ class Trainer:
             write_json(tmp / STATE_FILE, self.trainer_state())  # last: marks the checkpoint complete
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            for old in checkpoints(self.run_dir)[: -self.cfg.checkpoint.keep or None]:
+            for old in checkpoints(self.run_dir)[: -self.cfg.checkpoint.keep]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
         return final
@@ -182,6 +187,12 @@ class Trainer:
             )
         if state.get("trainable") != self.signature:
             raise CheckpointError(f"{path} holds parameters of other names or shapes than this run's model")
+        procs = state.get("processes", 1)
+        if procs != self.accelerator.num_processes:
+            raise CheckpointError(
+                f"{path} was written by {procs} process(es), this run has {self.accelerator.num_processes}: "
+                "the global batch and the data order would change. Resume with the same number of processes."
+            )
         changed = config_changes(saved_cfg, self.cfg.to_dict())
         if changed:
             raise CheckpointError(
@@ -338,7 +349,13 @@ class Trainer:
         path = self.run_dir / METRICS
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a kill: it is rewritten after the resume
+                continue
+        return out
 
     def _trim_metrics(self) -> None:
         """On resume, drop records written after the checkpoint (they will be written again)."""

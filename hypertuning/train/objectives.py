@@ -170,6 +170,15 @@ class Objective:
         kw = {"activation_checkpointing_kwargs": {"use_reentrant": False}}
         for m in self.checkpointable():
             m.activation_checkpointing_enable(**kw)
+        if not self.trains_downstream:
+            # transformers checkpoints a layer only in training mode, and a frozen downstream model sits in
+            # eval mode outside the trained module: switch it to training mode with its dropout layers kept
+            # in eval mode, so it computes exactly as before and its activations are recomputed.
+            model = self.downstream.model
+            model.train()
+            for m in model.modules():
+                if isinstance(m, nn.Dropout):
+                    m.eval()
 
     def checkpointable(self) -> list[nn.Module]:
         return [self.downstream.model]
@@ -247,9 +256,11 @@ def save_hypermodel(obj, directory: Path, step: int) -> None:
             sub = directory / "downstream"
             obj.downstream.model.save_pretrained(sub)
             obj.downstream.tokenizer.save_pretrained(sub)
+            # `directory` is a temporary name renamed into RUN_DIR/final: name the final place
+            final = (Path(obj.cfg.run_dir) / "final" / "downstream").resolve()
             spec = replace(
                 obj.downstream.spec,
-                checkpoint=str(sub.resolve()),
+                checkpoint=str(final),
                 fingerprint=_fingerprint(obj.downstream.model),
             )
             hm.config.downstream = spec.to_dict()
@@ -426,6 +437,9 @@ class PeftTask(PeftObjective):
             src = Path(p.init_from)
             shared = Adapter.from_pretrained(src)
             self.downstream.check_compatible(shared.spec, "shared PEFT checkpoint")
+            if (shared.target, p.target) == ("prefix-mlp", "prefix"):
+                params.load_phi(shared.phi)  # Prefix-Flat (Shared): the MLP's output prefixes (Table 6)
+                return
             if shared.target != p.target:
                 raise CheckpointError(f"{src} holds a {shared.target} adapter, not {p.target}")
             try:
