@@ -10,6 +10,7 @@ moment leaves either a complete checkpoint or none.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -20,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from .._io import atomic_dir, read_json, write_json
+from .._io import atomic_dir, atomic_write, read_json, write_json
 from ..errors import CheckpointError, DownstreamMismatchError, HypertuningError
-from .config import RunConfig, config_changes, expand_sweep
+from .config import RunConfig, config_changes, expand_sweep, flatten
 from .objectives import EVALUATORS, OBJECTIVES, Objective
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,6 @@ def checkpoints(run_dir: Path) -> list[Path]:
 
 
 def _trainable_signature(module) -> str:
-    import hashlib
-
     names = [f"{k}:{tuple(v.shape)}" for k, v in module.state_dict().items()]
     return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
@@ -364,14 +363,10 @@ class Trainer:
 
 
 def write_json_lines(path: Path, records: list[dict]) -> None:
-    from .._io import atomic_write
-
     atomic_write(path, lambda p: Path(p).write_text("".join(json.dumps(r) + "\n" for r in records)))
 
 
 def _scalars(d: dict) -> dict:
-    from .config import flatten
-
     return {k: v for k, v in flatten(d).items() if isinstance(v, (int, float, str, bool))}
 
 
