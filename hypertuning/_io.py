@@ -73,6 +73,19 @@ def write_json(path: Path, obj) -> None:
     atomic_write(path, lambda p: Path(p).write_text(json.dumps(obj, indent=2) + "\n"))
 
 
+def read_json_lines(path: Path) -> list[dict]:
+    """Records appended one JSON line at a time; a line cut short by a kill (the last) is skipped."""
+    if not Path(path).is_file():
+        return []
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
 def read_json(path: Path, what: str) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing ({what})")

@@ -146,6 +146,51 @@ def _train(args) -> None:
         print(f"Saved {final}")
 
 
+def _eval(args) -> None:
+    from .data.collections import parse_task_id
+    from .eval import EvalSettings, Models, build_methods, evaluate, format_table
+
+    limits = {
+        "max_input_tokens": args.max_input_tokens,
+        "max_target_tokens": args.max_target_tokens,
+        "max_in_context_tokens": args.max_in_context_tokens,
+    }
+    models = Models(args.downstream, device=args.device, dtype=args.dtype, limits=limits)
+    methods = build_methods(args.method, models)
+    if models.base_name is None:  # zero-shot and in-context run on the model the others were built for
+        named = [m.downstream().name for m in methods if m.kind in ("hyper", "peft")]
+        models.base_name = named[0] if named else "smollm2-135m-instruct"
+    coll = _collection(args)
+    names = args.tasks or coll.split()[1]
+    tasks = []
+    for n in names:
+        c, name = parse_task_id(n, coll.name)
+        if c != coll.name:
+            raise HypertuningError(f"task {n!r} is not in collection {coll.name!r} (--collection)")
+        tasks.append(coll.load(name))
+    settings = EvalSettings(
+        k=args.k,
+        seeds=args.seeds,
+        max_examples=args.max_examples_eval,
+        pool_size=args.pool_size,
+        normalisation=args.normalisation,
+        batch_size=args.batch_size,
+    )
+    results = evaluate(methods, tasks, settings, args.out, progress=not args.quiet)
+    columns, rows, spread = results.table(group=not args.no_group)
+    print(format_table(columns, rows, spread))
+    for task, why in results.skipped.items():
+        print(f"skipped {task}: {why}")
+    if args.out:
+        print(f"results in {args.out}/results.json, results.csv, records.jsonl")
+
+
+def _report(args) -> None:
+    from .eval.report import report
+
+    print(report(args.dirs, args.out))
+
+
 def _demo(args) -> None:
     from .demo import run_demo
 
@@ -217,10 +262,65 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     s.set_defaults(func=_train)
 
-    s = sub.add_parser("demo", help="the whole idea in one command on the embedded SmolLM2-135M")
+    s = sub.add_parser(
+        "eval",
+        help="score methods on held-out tasks: a table shaped like the paper's Tables 1-3",
+        description="Each --method is [LABEL:]KIND[=PATH]; kinds: zero-shot, in-context, mtf=DIR, "
+        "mtf-fewshot=DIR, peft=ADAPTER_DIR, hyper=HYPERMODEL_DIR. Results are appended to --out as they "
+        "finish; running the same command again continues an interrupted evaluation.",
+    )
+    s.add_argument("--method", "-m", action="append", required=True, metavar="[LABEL:]KIND[=PATH]")
+    s.add_argument(
+        "--downstream", default=None, help="model for zero-shot/in-context (default: the hypermodel's)"
+    )
+    s.add_argument("--collection", default="bigbench")
+    s.add_argument("--path", default=None, help="where the collection's files are (local dumps)")
+    s.add_argument(
+        "--tasks", nargs="+", default=None, help="task names (default: the held-out list, BIG-bench Lite)"
+    )
+    s.add_argument(
+        "--k", type=int, default=16, help="examples per task shown to in-context and hypertuned methods"
+    )
+    s.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="few-shot seeds (which K examples)"
+    )
+    s.add_argument(
+        "--max-examples", dest="max_examples_eval", type=int, default=100, help="evaluated examples per task"
+    )
+    s.add_argument("--pool-size", type=int, default=64, help="few-shot pool per task; the rest is evaluated")
+    s.add_argument(
+        "--normalisation",
+        choices=["none", "token", "char"],
+        default="none",
+        help="option log-likelihood normalisation (none = T0's summed log-likelihood)",
+    )
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--max-input-tokens", type=int, default=None)
+    s.add_argument("--max-target-tokens", type=int, default=None)
+    s.add_argument("--max-in-context-tokens", type=int, default=None)
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1...")
+    s.add_argument("--dtype", default=None, help="float32 (default), bfloat16, float16")
+    s.add_argument("--no-group", action="store_true", help="one column per subtask instead of per task")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--out", default=None, help="directory for results.json, results.csv, records.jsonl")
+    s.set_defaults(func=_eval, max_examples=None)
+
+    s = sub.add_parser("report", help="join evaluations into one table; plot Figures 4-5 and loss curves")
+    s.add_argument("dirs", nargs="+", help="evaluation --out directories and training run directories")
+    s.add_argument("--out", default=None, help="write table.csv and PNG figures here")
+    s.set_defaults(func=_report)
+
+    s = sub.add_parser(
+        "demo",
+        help="the whole idea in one command: train a small hypermodel for SmolLM2-135M, adapt, compare",
+    )
     s.add_argument("--downstream", default="smollm2-135m-instruct")
-    s.add_argument("--target", choices=["lora", "prefix", "prefix-mlp"], default="prefix")
-    s.add_argument("--layers", type=int, default=4)
+    s.add_argument("--device", default=None, help="cpu (default) or cuda: a larger configuration")
+    s.add_argument("--hypermodel", default=None, help="use this trained hypermodel instead of training one")
+    s.add_argument(
+        "--steps", type=int, default=None, help="training steps (default: 200 on CPU, 2000 on GPU)"
+    )
+    s.add_argument("--tasks", nargs="+", default=None, help="held-out BIG-bench tasks to score")
     s.add_argument("--out", default="runs/demo")
     s.set_defaults(func=_demo)
     return p

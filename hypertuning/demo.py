@@ -1,51 +1,176 @@
-"""`hypertune demo`: the idea end to end on the embedded SmolLM2-135M, in a couple of minutes on a CPU.
+"""`hypertune demo`: the whole idea on the embedded SmolLM2-135M and real held-out BIG-bench tasks.
 
-The hypermodel here is freshly created (training lands with the training issue), so its adapters are not
-expected to help yet; the demo shows the mechanics and timings honestly.
+1. fetch the downstream model and BIG-bench from PyPI (once, into the cache);
+2. train a small hypermodel by multi-task fine-tuning on BIG-bench's training tasks (or load one given
+   with --hypermodel); the run resumes if interrupted, and is reused by the next demo;
+3. turn 16 examples of a held-out task into an adapter in one forward pass and save it in PEFT format;
+4. score zero-shot, in-context (the same 16 examples in the prompt) and hypertuned on held-out BIG-bench
+   Lite tasks through `hypertune eval`'s code, with the time each adaptation took.
+
+Every step is cached under --out, so a second run only reloads and prints. `--device cuda` runs a larger
+configuration (a deeper hypermodel, more steps, every BIG-bench Lite task, three few-shot seeds).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 
-EXAMPLES = [
-    {"input": "I loved this film, the acting was superb.", "output": "positive"},
-    {"input": "A boring, predictable plot.", "output": "negative"},
-    {"input": "What a wonderful surprise!", "output": "positive"},
-    {"input": "The food was cold and the service slow.", "output": "negative"},
+# Multiple-choice BIG-bench Lite tasks with short inputs, so the CPU demo's in-context baseline stays fast.
+CPU_TASKS = [
+    "hindu_knowledge",
+    "known_unknowns",
+    "logical_deduction/three_objects",
+    "novel_concepts",
+    "winowhy",
 ]
-TESTS = [
-    {"input": "An absolute delight from start to finish.", "choices": ["positive", "negative"], "label": 0},
-    {"input": "I want my money back.", "choices": ["positive", "negative"], "label": 1},
-]
+
+SCALES = {
+    # about 10 minutes of training on 2 CPU cores (3 s per step of 4 episodes)
+    "cpu": {
+        "hyper_layers": 4,
+        "steps": 200,
+        "batch_size": 4,
+        "lengths": (384, 192, 48, 576),  # hypermodel, downstream input, target, in-context
+        "tasks": CPU_TASKS,
+        "seeds": [0],
+        "max_examples": 24,
+    },
+    "cuda": {
+        "hyper_layers": 8,
+        "steps": 2000,
+        "batch_size": 16,
+        "lengths": (1024, 384, 128, 1408),  # the paper's (Appendix A)
+        "tasks": None,  # every held-out task (BIG-bench Lite)
+        "seeds": [0, 1, 2],
+        "max_examples": 100,
+    },
+}
+K = 16
+
+
+def demo_config(downstream: str, run_dir: Path, scale: dict) -> dict:
+    hyper_len, inp, tgt, ctx = scale["lengths"]
+    return {
+        "objective": "mtf_hyper",
+        "run_dir": str(run_dir),
+        "downstream": {
+            "model": downstream,
+            "max_input_tokens": inp,
+            "max_target_tokens": tgt,
+            "max_in_context_tokens": ctx,
+        },
+        "hypermodel": {
+            "target": "lora",
+            "options": {"rank": 8},
+            "layers": scale["hyper_layers"],
+            "max_input_tokens": hyper_len,
+        },
+        "data": {"collection": "bigbench", "options": {"max_examples": 200}, "k": K, "mixing": "temperature"},
+        "train": {
+            "steps": scale["steps"],
+            "batch_size": scale["batch_size"],
+            "lr": 3e-4,
+            "warmup_steps": 20,
+            "mixed_precision": "bf16" if scale is SCALES["cuda"] else None,
+        },
+        "log": {"every": 5},
+        "checkpoint": {"every": 25, "keep": 1},
+        "eval": {"every": 0, "batches": 2},
+    }
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
 
 
 def run_demo(args) -> None:
-    from . import HyperModel, load_downstream
+    from .data.collections import get_collection
+    from .eval import EvalSettings, Models, build_methods, evaluate, format_table
+    from .hyper import HyperModel
+    from .train import train
+    from .train.config import RunConfig
+
+    begin = time.perf_counter()
+    device = args.device or "cpu"
+    scale = dict(SCALES["cuda" if device.startswith("cuda") else "cpu"])
+    if args.steps is not None:
+        scale["steps"] = args.steps
+    out = Path(args.out)
+    _, inp, tgt, ctx = scale["lengths"]
+    limits = {"max_input_tokens": inp, "max_target_tokens": tgt, "max_in_context_tokens": ctx}
 
     t0 = time.perf_counter()
-    ds = load_downstream(args.downstream)
-    print(
-        f"Loaded {ds.name} ({ds.family.name} family) in {time.perf_counter() - t0:.1f} s from {ds.spec.checkpoint}"
-    )
-    hm = HyperModel.create(ds, target=args.target, layers=args.layers)
-    print(
-        f"Created an untrained {args.target} hypermodel from the first {args.layers} blocks "
-        f"({sum(p.numel() for p in hm.parameters()) / 1e6:.1f}M parameters)"
-    )
+    models = Models(args.downstream, device=device, limits=limits)
+    ds = models.base
+    _say(f"[1/4] downstream {ds.name}: {ds.family.name} family, loaded in {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
-    adapter = hm.generate(EXAMPLES)
-    took = time.perf_counter() - t0
-    out = Path(args.out) / "adapter"
-    adapter.save_pretrained(out)
-    print(
-        f"Generated an adapter from {len(EXAMPLES)} examples in {took * 1000:.0f} ms "
-        f"({adapter.nbytes / 1024:.0f} KiB), saved in PEFT format to {out}"
+    bigbench = get_collection("bigbench")
+    train_names, heldout = bigbench.split()
+    _say(
+        f"      BIG-bench: {len(train_names)} training tasks, {len(heldout)} held-out (BIG-bench Lite), "
+        f"ready in {time.perf_counter() - t0:.1f} s"
     )
-    for name, a in (("zero-shot", None), ("hypertuned (untrained hypermodel)", adapter)):
-        correct = 0
-        for t in TESTS:
-            lp = ds.loglikelihood([t["input"]] * len(t["choices"]), t["choices"], adapter=a)
-            correct += int(lp.argmax()) == t["label"]
-        print(f"  {name:36s} accuracy {correct}/{len(TESTS)}")
+
+    if args.hypermodel:
+        hyper_dir = Path(args.hypermodel)
+        _say(f"[2/4] hypermodel: {hyper_dir} (given)")
+    else:
+        run_dir = out / "hypermodel"
+        hyper_dir = run_dir / "final"
+        if hyper_dir.is_dir():
+            _say(f"[2/4] hypermodel: trained by an earlier demo, {hyper_dir}")
+        else:
+            _say(
+                f"[2/4] training a HyperLoRA hypermodel ({scale['hyper_layers']} blocks of {ds.name}) by "
+                f"multi-task fine-tuning: {scale['steps']} steps of {scale['batch_size']} episodes of K={K} "
+                f"examples. Interrupt freely: the next run resumes."
+            )
+            t0 = time.perf_counter()
+            cfg = RunConfig.from_dict(demo_config(args.downstream, run_dir, scale), "demo config")
+            train(cfg, resume=True)
+            _say(f"      trained in {(time.perf_counter() - t0) / 60:.1f} min")
+    hm = HyperModel.from_pretrained(hyper_dir, downstream=ds, device=device)
+
+    names = args.tasks or scale["tasks"] or heldout
+    tasks = [bigbench.load(n) for n in names]
+    from .data.episodes import heldout_shots
+
+    shots, _ = heldout_shots(tasks[0], K, seed=0, up_to=True)
+    pairs = [(s.input, s.target) for s in shots]
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        adapter = hm.generate(pairs, tasks[0].instruction)
+        times.append(time.perf_counter() - t0)
+    where = out / "adapters" / tasks[0].name.replace("/", "__")
+    adapter.save_pretrained(where)
+    _say(
+        f"[3/4] {len(pairs)} examples of held-out {tasks[0].id} -> a {adapter.target} adapter in "
+        f"{statistics.median(times) * 1000:.0f} ms (median of 5 forward passes), {adapter.nbytes / 1024:.0f} KiB; "
+        f"saved in PEFT format to {where} (peft.PeftModel.from_pretrained loads it)"
+    )
+
+    methods = build_methods(["zero-shot", "in-context", f"hypertuned:hyper={hyper_dir}"], models)
+    settings = EvalSettings(k=K, seeds=scale["seeds"], max_examples=scale["max_examples"])
+    _say(
+        f"[4/4] scoring {len(tasks)} held-out tasks, up to {settings.max_examples} examples each, "
+        f"seed(s) {settings.seeds}: {', '.join(t.name for t in tasks)}"
+    )
+    results = evaluate(methods, tasks, settings, out / "eval")
+    columns, rows, spread = results.table(group=False)
+    _say(
+        "\nAccuracy (%) on held-out BIG-bench Lite tasks; every method sees the same 16 examples per task:\n"
+    )
+    _say(format_table(columns, rows, spread, per_block=4, width=12))
+    _say("\nper task        adaptation (median)   scoring all examples (median)")
+    for m in results.methods:
+        recs = [r for r in results.records if r["method"] == m]
+        adapt = statistics.median(r["adapt_seconds"] for r in recs)
+        score = statistics.median(r["eval_seconds"] for r in recs)
+        what = "one hypermodel forward" if m == "hypertuned" else "none"
+        _say(f"{m:<15} {adapt * 1000:>7.0f} ms ({what:<22}) {score:>7.1f} s")
+    for task, why in results.skipped.items():
+        _say(f"skipped {task}: {why}")
+    _say(f"\nDone in {time.perf_counter() - begin:.0f} s. Results: {out / 'eval'}/results.json, results.csv")

@@ -22,6 +22,7 @@ def test_smollm2_alias_adapters_match_peft(tmp_path):
     examples = [{"input": "I loved it", "output": "positive"}, {"input": "Awful.", "output": "negative"}]
     text = "What a great day"
     for target in ("lora", "prefix"):
+        torch.manual_seed(0)  # the random phi, hence the rounding, must not depend on which tests ran before
         hm = HyperModel.create(ds, target=target, layers=2)
         adapter = hm.generate(examples)
         if target == "lora":  # make the gated-small fresh LoRA visible in the logits
@@ -39,7 +40,9 @@ def test_smollm2_alias_adapters_match_peft(tmp_path):
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         theirs = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1])[0])
-        # float32 rounding over 30 layers (bmm here, a separate Linear in peft), logits up to ~25: seen up
-        # to 1.5e-4 depending on the random phi; the adapter itself moves logits by more than 1e-2
-        torch.testing.assert_close(ours, theirs, atol=5e-4, rtol=1e-5)
-        assert (theirs - base).abs().max().item() > 1e-2
+        # float32 rounding over 30 layers (bmm here, a separate Linear in peft), logits up to ~25: seen from
+        # 1.5e-4 to 5.6e-4 depending on the random phi and the CPU's kernels; the adapter itself moves the
+        # logits by far more than that, which is what makes the comparison meaningful
+        torch.testing.assert_close(ours, theirs, atol=1e-3, rtol=1e-4)
+        assert (ours - theirs).abs().mean().item() < 1e-4
+        assert (theirs - base).abs().max().item() > 0.1

@@ -149,13 +149,18 @@ class EpisodeSampler:
         self.position = int(state["position"])
 
 
-def heldout_shots(task: Task, k: int, seed: int, pool_size: int = 64) -> tuple[list[Example], Task]:
+def heldout_shots(
+    task: Task, k: int, seed: int, pool_size: int = 64, up_to: bool = False
+) -> tuple[list[Example], Task]:
     """The K examples shown for a held-out task (from its few-shot pool) and the evaluation examples.
 
     Every method evaluated with the same seed sees the same K examples: in-context, hypertuned, and
-    PEFT initialised from the hypermodel.
+    PEFT initialised from the hypermodel. With `up_to`, a task whose pool is smaller than K shows its whole
+    pool ("up to K examples", as the paper puts it) instead of raising.
     """
     pool, evaluation = task.split(pool_size=max(pool_size, k), seed=0)
+    if up_to:
+        k = min(k, len(pool))
     if len(pool) < k:
         raise DataError(f"{task.id}: its few-shot pool has {len(pool)} examples, fewer than K={k}")
     return sample_shots(pool.examples, k, seed, "heldout", task.id), evaluation

@@ -74,6 +74,10 @@ class Family:
     default_lora_modules: ClassVar[tuple[str, ...]]
     peft_task_type: ClassVar[str]
     hyper_backbone: ClassVar[str]  # "decoder-only" or "encoder-decoder"
+    # Written between an input and its target. A decoder-only model continues the input, and in-context
+    # prompts show "input target", so targets are trained and scored with that space; an encoder-decoder
+    # model's decoder starts afresh.
+    target_separator: ClassVar[str] = ""
 
     def __init__(self, model: PreTrainedModel):
         self.model = model

@@ -68,6 +68,12 @@ def _forget_phi(module, args, kwargs, output):
     module._hypertuning_active = None
 
 
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    # generate() stops once a stop string has been produced, but returns it (and a token may run past it)
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut]
+
+
 def _accept_phi_in_generate(model) -> None:
     # generate() rejects keyword arguments missing from forward()'s signature, although forward() passes
     # **kwargs down to attention; let ours through (generate validates a copy, so popping is harmless).
@@ -173,6 +179,9 @@ class Downstream:
         return self._encode(texts, self.max_input_tokens, "input", keep="end", stats=stats)
 
     def encode_targets(self, texts: Sequence[str], stats=None) -> list[list[int]]:
+        """Target (output, answer option) ids as they follow an input: after the family's separator."""
+        sep = self.family.target_separator
+        texts = [t if not sep or t.startswith((sep, "\n")) else sep + t for t in texts]
         ids = self._encode(texts, self.max_target_tokens, "target", keep="start", stats=stats)
         if any(len(x) == len(self.finish([])) for x in ids):
             raise HypertuningError(
@@ -199,37 +208,68 @@ class Downstream:
         """
         if len(inputs) != len(outputs):
             raise HypertuningError(f"{len(inputs)} inputs but {len(outputs)} outputs")
-        per_row = isinstance(adapter, list)
-        if per_row and len(adapter) != len(inputs):
-            raise HypertuningError(f"{len(adapter)} adapters for {len(inputs)} inputs")
-        ctx, cont = self.encode_inputs(inputs), self.encode_targets(outputs)
-        scores = []
-        with torch.no_grad():
-            for s in range(0, len(ctx), batch_size):
-                phi = self.bind(adapter[s : s + batch_size] if per_row else adapter)
-                scores.append(
-                    self.family.loglikelihood_batch(
-                        self.tokenizer, ctx[s : s + batch_size], cont[s : s + batch_size], phi
-                    )
+        return self.loglikelihood_ids(
+            self.encode_inputs(inputs), self.encode_targets(outputs), adapter, batch_size
+        )
+
+    def loglikelihood_ids(self, contexts, continuations, adapter=None, batch_size: int = 8) -> torch.Tensor:
+        """`loglikelihood` on token ids (from `encode_inputs`/`encode_in_context` and `encode_targets`).
+        Rows are batched longest first, so a batch holds rows of similar length and pads little."""
+        if len(contexts) != len(continuations):
+            raise HypertuningError(f"{len(contexts)} contexts but {len(continuations)} continuations")
+        order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]) - len(continuations[i]))
+        scores = torch.zeros(len(contexts))
+        for rows, phi in self._batches(order, adapter, batch_size):
+            with torch.no_grad():
+                lp = self.family.loglikelihood_batch(
+                    self.tokenizer, [contexts[i] for i in rows], [continuations[i] for i in rows], phi
                 )
-        return torch.cat(scores) if scores else torch.zeros(0)
+            scores[rows] = lp.float().cpu()
+        return scores
 
     def generate(
         self, inputs: Sequence[str], adapter=None, max_new_tokens: int = 32, batch_size: int = 8, **kwargs
     ) -> list[str]:
         """Greedy generation by default; extra keyword arguments go to `transformers` generate()."""
-        per_row = isinstance(adapter, list)
-        ctx = self.encode_inputs(inputs)
+        return self.generate_ids(self.encode_inputs(inputs), adapter, max_new_tokens, batch_size, **kwargs)
+
+    def generate_ids(
+        self,
+        contexts,
+        adapter=None,
+        max_new_tokens: int = 32,
+        batch_size: int = 8,
+        stop: Sequence[str] = (),
+        **kwargs,
+    ) -> list[str]:
+        """`generate` on token ids. Generation ends at `max_new_tokens`, at the end-of-sequence token or at
+        the first of the `stop` strings, which is cut off with everything after it."""
         kwargs.setdefault("do_sample", False)
-        out: list[str] = []
-        with torch.no_grad():
-            for s in range(0, len(ctx), batch_size):
-                phi = self.bind(adapter[s : s + batch_size] if per_row else adapter)
+        stop = [s for s in stop if s]
+        if stop:
+            from transformers import StoppingCriteriaList, StopStringCriteria
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList([StopStringCriteria(self.tokenizer, stop)])
+        order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
+        out = [""] * len(contexts)
+        for rows, phi in self._batches(order, adapter, batch_size):
+            with torch.no_grad():
                 toks = self.family.generate_batch(
-                    self.tokenizer, ctx[s : s + batch_size], phi, max_new_tokens=max_new_tokens, **kwargs
+                    self.tokenizer, [contexts[i] for i in rows], phi, max_new_tokens=max_new_tokens, **kwargs
                 )
-                out.extend(self.tokenizer.decode(t, skip_special_tokens=True) for t in toks)
+            for i, t in zip(rows, toks, strict=True):
+                out[i] = _cut_at_stop(self.tokenizer.decode(t, skip_special_tokens=True), stop)
         return out
+
+    def _batches(self, order: list[int], adapter, batch_size: int):
+        """(row indices, bound phi) per batch; a list of adapters is split with its rows."""
+        per_row = isinstance(adapter, list)
+        if per_row and len(adapter) != len(order):
+            raise HypertuningError(f"{len(adapter)} adapters for {len(order)} inputs")
+        shared = None if per_row else self.bind(adapter)
+        for s in range(0, len(order), batch_size):
+            rows = order[s : s + batch_size]
+            yield rows, (self.bind([adapter[i] for i in rows]) if per_row else shared)
 
     # -- training ------------------------------------------------------------------------------------
     def lm_batch(self, contexts: Sequence[list[int]], continuations: Sequence[list[int]]) -> dict:

@@ -18,6 +18,7 @@ class LlamaFamily(Family):
     default_lora_modules = ("q_proj", "v_proj")
     peft_task_type = "CAUSAL_LM"
     hyper_backbone = "decoder-only"
+    target_separator = " "
     kv_linears = ("k_proj", "v_proj")
     MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 

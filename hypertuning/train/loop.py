@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .._io import atomic_dir, atomic_write, read_json, write_json
+from .._io import atomic_dir, atomic_write, read_json, read_json_lines, write_json
 from ..errors import CheckpointError, DownstreamMismatchError, HypertuningError
 from .config import RunConfig, config_changes, expand_sweep, flatten
 from .objectives import EVALUATORS, OBJECTIVES, Objective
@@ -345,16 +345,8 @@ class Trainer:
             acc.log({k: v for k, v in rec.items() if k != "step" and v is not None}, step=rec["step"])
 
     def read_metrics(self) -> list[dict]:
-        path = self.run_dir / METRICS
-        if not path.is_file():
-            return []
-        out = []
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a kill: it is rewritten after the resume
-                continue
-        return out
+        # a line cut short by a kill is skipped: it is rewritten after the resume
+        return read_json_lines(self.run_dir / METRICS)
 
     def _trim_metrics(self) -> None:
         """On resume, drop records written after the checkpoint (they will be written again)."""

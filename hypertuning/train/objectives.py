@@ -488,3 +488,27 @@ def validation_loss(objective: Objective, module: nn.Module, batches: list[dict]
     finally:
         module.train(was)
     return {"eval_loss": total / max(tokens, 1), "eval_tokens": tokens}
+
+
+@EVALUATORS.register("score")
+def task_score(objective: Objective, module: nn.Module, batches: list[dict], device) -> dict:
+    """peft_task: the held-out task's own metric (accuracy, exact match, ROUGE-L...) on its evaluation
+    examples under the PEFT parameters being trained, through the same scorer as `hypertune eval`; logged
+    against training steps, it gives the paper's Figure 5."""
+    from ..eval.scoring import score_task
+
+    if not isinstance(objective, PeftTask):
+        raise HypertuningError(
+            f"eval.metric=score is for peft_task runs; use eval.metric=loss for {objective.cfg.objective}"
+        )
+    peft = objective.module  # not `module`, which accelerate may have wrapped (DDP)
+    ds, examples = objective.downstream, list(objective.eval_examples)
+    if objective.cfg.eval.batches:
+        examples = examples[: objective.cfg.eval.batches * objective.cfg.train.batch_size]
+    with torch.no_grad():
+        phi = peft.target.bind({k: v.detach() for k, v in peft.params().items()})
+    contexts = ds.encode_inputs([e.input for e in examples], stats=objective.stats)
+    result = score_task(
+        ds, objective.task, examples, contexts, phi, batch_size=objective.cfg.train.batch_size
+    )
+    return {"eval_score": result.score, **{f"eval_{k}": v for k, v in result.metrics.items()}}

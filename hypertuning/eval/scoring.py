@@ -1,0 +1,120 @@
+"""Scoring one task's evaluation examples under one adapted model: rank classification of answer options by
+log-likelihood, or greedy generation, then the task's metrics. Every method goes through `score_task`;
+methods differ only in the model, the adapter and the prompt they hand it (see methods.py).
+
+Length normalisation of option log-likelihoods (`normalisation=`):
+- `"none"` (default): the summed log-probability of the option's tokens. This is what T0's evaluation of
+  P3 does (bigscience-workshop/t-zero, `seq_log_prob.sum(-1)`), and so the paper's P3 numbers.
+- `"token"`: the mean log-probability per option token (GPT-3's "per-token" normalisation).
+- `"char"`: the summed log-probability divided by the option's length in characters (lm-evaluation-harness's
+  `acc_norm`), which does not depend on the tokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..data.task import Example, Task
+from ..errors import HypertuningError
+from .metrics import METRIC_FNS, task_metrics
+
+NORMALISATIONS = ("none", "token", "char")
+
+
+@dataclass
+class TaskScore:
+    metrics: dict[str, float]  # metric name -> percentage
+    predictions: list = field(default_factory=list)  # option index or generated text, per example
+
+    @property
+    def score(self) -> float:
+        """The headline number: the task's first metric."""
+        return next(iter(self.metrics.values()))
+
+
+def rank_choices(
+    downstream,
+    contexts: Sequence[list[int]],
+    choices: Sequence[Sequence[str]],
+    adapter=None,
+    normalisation: str = "none",
+    batch_size: int = 8,
+) -> list[int]:
+    """The index of the best option for each context, by (normalised) log-likelihood; all options of all
+    examples go through the model as one batched stream."""
+    if normalisation not in NORMALISATIONS:
+        raise HypertuningError(
+            f"normalisation must be one of {', '.join(NORMALISATIONS)}; got {normalisation!r}"
+        )
+    rows_ctx, rows_cont, rows_len, owner = [], [], [], []
+    for i, (ctx, opts) in enumerate(zip(contexts, choices, strict=True)):
+        if not opts:
+            raise HypertuningError(f"example {i} has no answer options to rank")
+        for text, ids in zip(opts, downstream.encode_targets(list(opts)), strict=True):
+            rows_ctx.append(ctx)
+            rows_cont.append(ids)
+            rows_len.append({"none": 1, "token": len(ids), "char": max(len(text), 1)}[normalisation])
+            owner.append(i)
+    lp = downstream.loglikelihood_ids(rows_ctx, rows_cont, adapter, batch_size)
+    lp = lp / torch.tensor(rows_len, dtype=lp.dtype)
+    best: list[int] = []
+    start = 0
+    for opts in choices:
+        best.append(int(lp[start : start + len(opts)].argmax()))
+        start += len(opts)
+    return best
+
+
+def generation_budget(downstream, task: Task, examples: Sequence[Example]) -> int:
+    """New tokens to generate: the longest reference of the evaluated examples plus a margin, within the
+    downstream target limit (generating far past every reference only costs time)."""
+    refs = [r for e in examples for r in e.references]
+    longest = max(
+        (len(downstream.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in refs), default=0
+    )
+    return max(1, min(downstream.max_target_tokens, longest + 8))
+
+
+def stop_strings(task: Task, examples: Sequence[Example]) -> tuple[str, ...]:
+    """The task's own stop strings; otherwise a newline when no reference spans lines, since a decoder-only
+    model trained without an end-of-sequence token would otherwise run on to `max_new_tokens`."""
+    if task.stop:
+        return task.stop
+    if any("\n" in r.strip() for e in examples for r in e.references):
+        return ()
+    return ("\n",)
+
+
+def score_task(
+    downstream,
+    task: Task,
+    examples: Sequence[Example],
+    contexts: Sequence[list[int]],
+    adapter=None,
+    normalisation: str = "none",
+    batch_size: int = 8,
+    metrics: Sequence[str] | None = None,
+) -> TaskScore:
+    """The task's metrics for `examples`, whose prompts (token ids) are `contexts`, under `adapter`."""
+    if not examples:
+        raise HypertuningError(f"{task.id}: no evaluation examples")
+    metrics = tuple(metrics or task_metrics(task))
+    if metrics[0] == "accuracy":
+        preds = rank_choices(
+            downstream, contexts, [e.choices for e in examples], adapter, normalisation, batch_size
+        )
+        refs: list = [e.answers for e in examples]
+        metrics = ("accuracy",)
+    else:
+        preds = downstream.generate_ids(
+            list(contexts),
+            adapter,
+            max_new_tokens=generation_budget(downstream, task, examples),
+            batch_size=batch_size,
+            stop=stop_strings(task, examples),
+        )
+        refs = [e.references for e in examples]
+    return TaskScore({m: METRIC_FNS[m](preds, refs) for m in metrics}, preds)

@@ -1,0 +1,368 @@
+"""Evaluation: metrics on hand-made cases, rank classification on a rigged model, the eval runner and report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from hypertuning import HyperModel, HypertuningError
+from hypertuning.cli import main
+from hypertuning.data.collections import get_collection
+from hypertuning.data.task import Example, Task
+from hypertuning.eval import (
+    EvalSettings,
+    Models,
+    accuracy,
+    bleu,
+    build_methods,
+    evaluate,
+    exact_match,
+    macro_f1,
+    parse_method,
+    rank_choices,
+    rouge_l,
+    score_task,
+    task_metrics,
+)
+from hypertuning.eval.report import caclm_steps, report
+from hypertuning.models.downstream import Downstream, _cut_at_stop, load_downstream
+from hypertuning.train import train
+from hypertuning.train.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- metrics -----------------------------------------------------------------------------------------
+def test_accuracy_counts_any_correct_option():
+    assert accuracy([0, 2, 1], [(0,), (1, 2), (0,)]) == pytest.approx(200 / 3)
+
+
+def test_exact_match_takes_the_best_of_several_references():
+    # BIG-bench lists several references; surrounding whitespace is ignored, case is not
+    preds = ["Paris", " 4 ", "x", "paris"]
+    refs = [("paris", "Paris"), ("four", "4"), ("y",), ("Paris",)]
+    assert exact_match(preds, refs) == pytest.approx(50.0)
+
+
+def test_rouge_l_is_the_best_f_measure_over_references():
+    # LCS 3 of 3 predicted and 6 reference tokens: P = 1, R = 0.5, F = 2/3
+    assert rouge_l(["the cat sat"], [("a dog barked", "the cat sat on the mat")]) == pytest.approx(200 / 3)
+    assert rouge_l(["completely different"], [("the cat",)]) == 0.0
+
+
+def test_bleu_multiple_references():
+    assert bleu(["the cat is on the mat"], [("a dog", "the cat is on the mat")]) == pytest.approx(100.0)
+    assert bleu(["nothing alike here at all"], [("the cat is on the mat",)]) < 10
+
+
+def test_macro_f1_with_a_class_never_predicted():
+    gold = [("a",), ("a",), ("b",), ("b",), ("c",)]
+    pred = ["a", "a", "a", "b", "z"]  # c is never predicted; z is not a gold class
+    # a: P 2/3 R 1 F 0.8; b: P 1 R 1/2 F 2/3; c: F 0 -> mean 0.4889
+    assert macro_f1(pred, gold) == pytest.approx(100 * (0.8 + 2 / 3 + 0) / 3)
+    assert macro_f1(["a", "b"], [("a",), ("b",)]) == 100.0
+
+
+def test_metrics_reject_mismatched_lengths():
+    with pytest.raises(ValueError, match="2 predictions but 1 references"):
+        exact_match(["a", "b"], [("a",)])
+    with pytest.raises(ValueError, match="no predictions"):
+        accuracy([], [])
+
+
+def test_task_metrics_prefer_the_tasks_preferred_score():
+    gen = Task("t", (Example("x", ("y",)),), metrics=("bleu", "rouge_l", "exact_match"))
+    gen.meta["preferred_score"] = "rougeLsum"
+    assert task_metrics(gen)[0] == "rouge_l"
+    mc = Task("m", (Example("x", choices=("a", "b"), answers=(1,)),), metrics=("accuracy", "bleu"))
+    assert task_metrics(mc) == ("accuracy",)
+
+
+# -- rank classification -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rigged(tiny_dirs):
+    """A tiny Llama whose every position predicts the tokens made of "a" (and spaces) with a large logit."""
+    ds = load_downstream(str(tiny_dirs["llama"]))
+    tok = ds.tokenizer
+    favoured = [i for i in range(len(tok)) if (s := tok.decode([i])).strip() and set(s) <= {"a", " "}]
+    hidden, vocab = ds.model.config.hidden_size, ds.model.config.vocab_size
+    head = nn.Linear(hidden, vocab, bias=True)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[favoured] = 12.0
+    ds.model.lm_head = head.requires_grad_(False)
+    return ds
+
+
+def test_rank_classification_picks_the_rigged_option(rigged):
+    ctx = rigged.encode_inputs(["which one?", "and now?"])
+    # " aaa" is made of favoured tokens, " bbb" is not; the answer moves with the option order
+    assert rank_choices(rigged, ctx, [("bbb", "aaa"), ("aaa", "bbb")]) == [1, 0]
+    task = Task("rig", (Example("q", choices=("bbb", "aaa"), answers=(1,)),) * 2)
+    assert score_task(rigged, task, task.examples, ctx).metrics == {"accuracy": 100.0}
+
+
+class _FixedScores:
+    """Stands in for a Downstream: option i has `lengths[i]` tokens and summed log-likelihood `lps[i]`."""
+
+    def __init__(self, lengths, lps):
+        self.lengths, self.lps = lengths, lps
+
+    def encode_targets(self, texts):
+        return [[0] * self.lengths[int(t)] for t in texts]
+
+    def loglikelihood_ids(self, contexts, continuations, adapter=None, batch_size=8):
+        return torch.tensor(self.lps, dtype=torch.float32)
+
+
+@pytest.mark.parametrize(("normalisation", "best"), [("none", 0), ("token", 1), ("char", 0)])
+def test_length_normalisation(normalisation, best):
+    # option "0": 1 token, lp -2; option "1": 4 tokens, lp -4; both one character long
+    ds = _FixedScores([1, 4], [-2.0, -4.0])
+    assert rank_choices(ds, [[1]], [("0", "1")], normalisation=normalisation) == [best]
+
+
+def test_char_normalisation_divides_by_characters():
+    ds = _FixedScores([1, 1], [-2.0, -3.0])
+    # lengths in characters: "0" -> 1, "1" + padding spaces -> 5; -3/5 beats -2/1
+    assert rank_choices(ds, [[1]], [("0", "1    ")], normalisation="char") == [1]
+    with pytest.raises(HypertuningError, match="normalisation must be one of"):
+        rank_choices(ds, [[1]], [("0", "1")], normalisation="bytes")
+
+
+def test_generation_stops_at_stop_strings(rigged):
+    ctx = rigged.encode_inputs(["go"])
+    free = rigged.generate_ids(ctx, max_new_tokens=6)[0]
+    assert free.strip(" ") and set(free) <= {"a", " "}
+    stopped = rigged.generate_ids(ctx, max_new_tokens=6, stop=[free[:2]])[0]
+    assert stopped == ""
+    assert _cut_at_stop("yes\nno", ["\n"]) == "yes" and _cut_at_stop("abc", ["x"]) == "abc"
+
+
+def test_loglikelihood_ids_restores_row_order_with_per_row_adapters(llama, examples):
+    hm = HyperModel.create(llama, "lora", rank=4)
+    with torch.no_grad():
+        for p in hm.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # nonzero gates and up-projections: adapters differ
+    a, b = hm.generate_batch([examples[:1], examples[1:]])
+    ctx = llama.encode_inputs(["short", "a much longer input than the others here", "mid length"])
+    cont = llama.encode_targets(["x", "yy", "zzz"])
+    batched = llama.loglikelihood_ids(ctx, cont, adapter=[a, b, a], batch_size=2)
+    alone = [
+        llama.loglikelihood_ids([c], [t], adapter=ad)[0]
+        for c, t, ad in zip(ctx, cont, [a, b, a], strict=True)
+    ]
+    torch.testing.assert_close(batched, torch.stack(alone), atol=1e-5, rtol=1e-5)
+
+
+# -- the evaluation runner ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def hyper_dir(tiny_dirs, tmp_path_factory):
+    ds = load_downstream(str(tiny_dirs["llama"]))
+    return str(HyperModel.create(ds, "lora", rank=4).save_pretrained(tmp_path_factory.mktemp("hm") / "hm"))
+
+
+@pytest.fixture(scope="module")
+def toy_tasks():
+    coll = get_collection("toy", label_tasks=2, examples=40)
+    return [coll.load("label-0"), coll.load("copy")]
+
+
+def test_in_context_and_hypertuned_see_the_same_examples(tiny_dirs, hyper_dir, toy_tasks, monkeypatch):
+    seen: dict[str, list] = {"hyper": [], "in-context": []}
+    generate, in_context = HyperModel.generate, Downstream.encode_in_context
+
+    def spy_generate(self, pairs, instruction=None):
+        seen["hyper"].append(tuple(pairs))
+        return generate(self, pairs, instruction)
+
+    def spy_in_context(self, pairs, instruction, query, separator="\n\n", stats=None):
+        if not seen["in-context"] or seen["in-context"][-1] != tuple(pairs):
+            seen["in-context"].append(tuple(pairs))
+        return in_context(self, pairs, instruction, query, separator, stats)
+
+    monkeypatch.setattr(HyperModel, "generate", spy_generate)
+    monkeypatch.setattr(Downstream, "encode_in_context", spy_in_context)
+    models = Models(str(tiny_dirs["llama"]))
+    methods = build_methods(["in-context", f"hyper={hyper_dir}"], models)
+    res = evaluate(methods, toy_tasks, EvalSettings(k=4, seeds=[0, 1], max_examples=3), progress=False)
+    assert len(seen["hyper"]) == 4 and seen["hyper"] == seen["in-context"]  # 2 tasks x 2 seeds
+    assert seen["hyper"][0] != seen["hyper"][1]  # another seed, other examples
+    by_key = {}
+    for r in res.records:
+        by_key.setdefault((r["task"], r["seed"]), set()).add(r["shots"])
+    assert all(len(v) == 1 for v in by_key.values()) and len(by_key) == 4
+
+
+def _eval_cli(tiny_dirs, hyper_dir, out, *extra):
+    return main(
+        [
+            "eval",
+            "-m",
+            "zero-shot",
+            "-m",
+            "in-context",
+            "-m",
+            f"HyperLoRA:hyper={hyper_dir}",
+            "--downstream",
+            str(tiny_dirs["llama"]),
+            "--collection",
+            "toy",
+            "--tasks",
+            "label-0",
+            "copy",
+            "--k",
+            "4",
+            "--seeds",
+            "0",
+            "1",
+            "--max-examples",
+            "4",
+            "--quiet",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
+
+
+def test_eval_cli_writes_tables_and_resumes(tiny_dirs, hyper_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "eval"
+    assert _eval_cli(tiny_dirs, hyper_dir, out) == 0
+    printed = capsys.readouterr().out
+    header, *rows = printed.splitlines()[:4]
+    assert header.split() == ["label-0", "copy", "AVG"]
+    assert [r.split()[0] for r in rows] == ["zero-shot", "in-context", "HyperLoRA"]
+    res = json.loads((out / "results.json").read_text())
+    assert res["columns"] == ["label-0", "copy"] and set(res["table"]) == {
+        "zero-shot",
+        "in-context",
+        "HyperLoRA",
+    }
+    assert (out / "results.csv").read_text().splitlines()[0] == "method,label-0,copy,AVG,AVG_std"
+    records = (out / "records.jsonl").read_text().splitlines()
+    # zero-shot reads no examples: one seed; in-context and HyperLoRA: two seeds; 2 tasks
+    assert len(records) == 2 * (1 + 2 + 2)
+    for rec in map(json.loads, records):
+        assert 0 <= rec["score"] <= 100 and rec["examples"] == 4
+        assert rec["metric"] == ("accuracy" if rec["task"] == "toy:label-0" else "exact_match")
+
+    # a kill mid-write leaves a cut last line; the rerun redoes only what is missing
+    (out / "records.jsonl").write_text("\n".join(records[:-2]) + "\n" + records[-2][:20])
+    calls = []
+    import hypertuning.eval.runner as runner
+
+    real = runner.score_task
+    monkeypatch.setattr(runner, "score_task", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert _eval_cli(tiny_dirs, hyper_dir, out) == 0
+    assert len(calls) == 2
+    again = (out / "records.jsonl").read_text()
+    assert [json.loads(x)["score"] for x in again.splitlines() if x.startswith("{") and x.endswith("}")][
+        :8
+    ] == [json.loads(x)["score"] for x in records[:8]]
+    assert _eval_cli(tiny_dirs, hyper_dir, out) == 0 and len(calls) == 2  # complete: nothing recomputed
+
+
+def test_eval_refuses_other_settings_and_relabelled_paths(tiny_dirs, hyper_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert _eval_cli(tiny_dirs, hyper_dir, out) == 0
+    assert _eval_cli(tiny_dirs, hyper_dir, out, "--normalisation", "token") == 2
+    assert "normalisation: 'none' -> 'token'" in capsys.readouterr().err
+    other = tmp_path / "other-hm"
+    shutil.copytree(hyper_dir, other)
+    assert _eval_cli(tiny_dirs, str(other), out) == 2  # the same label, another hypermodel
+    assert "'HyperLoRA' was evaluated from" in capsys.readouterr().err
+    assert _eval_cli(tiny_dirs, str(tiny_dirs["llama"]), tmp_path / "e2") == 2  # not a hypermodel
+    assert "hypermodel config" in capsys.readouterr().err
+
+
+def test_method_specs():
+    assert parse_method("zero-shot") == (None, "zero-shot", None)
+    assert parse_method("HyperLoRA:hyper=runs/a/final") == ("HyperLoRA", "hyper", "runs/a/final")
+    models = Models("tiny-llama")
+    with pytest.raises(HypertuningError, match="Unknown evaluation method 'hyperr'"):
+        build_methods(["hyperr=x"], models)
+    with pytest.raises(HypertuningError, match="needs a path"):
+        build_methods(["mtf"], models)[0].downstream()
+    with pytest.raises(HypertuningError, match="two methods are labelled"):
+        build_methods(["zero-shot", "zero-shot"], models)
+
+
+# -- Figure 5 data and the report --------------------------------------------------------------------
+def test_peft_task_logs_the_task_score_and_report_plots(tmp_path, tiny_dirs, hyper_dir, capsys):
+    runs = tmp_path / "runs"
+    for init in ("random", "hyper"):
+        over = [f"run_dir={runs / init}", "sweep={}", "train.steps=4", "eval.every=2", "eval.metric=score"]
+        if init == "hyper":
+            over += [
+                "peft.init=hyper",
+                f"peft.init_from={hyper_dir}",
+                f"downstream.model={tiny_dirs['llama']}",
+            ]
+        else:
+            over += [f"downstream.model={tiny_dirs['llama']}"]
+        train(load_config(ROOT / "configs/smoke/peft_task.yaml", over))
+    recs = [json.loads(x) for x in (runs / "random" / "metrics.jsonl").read_text().splitlines()]
+    scores = [(r["step"], r["eval_score"]) for r in recs if "eval_score" in r]
+    assert [s for s, _ in scores] == [0, 2, 4] and all(0 <= v <= 100 for _, v in scores)
+    assert all("eval_accuracy" in r for r in recs if "eval_score" in r)  # toy:label-0 is multiple choice
+
+    assert _eval_cli(tiny_dirs, hyper_dir, tmp_path / "eval") == 0
+    capsys.readouterr()
+    figures = tmp_path / "report"
+    text = report([tmp_path / "eval", runs], figures)
+    assert "HyperLoRA" in text and "AVG" in text
+    for name in ("table.csv", "fig4_hyperpretraining.png", "fig5_peft_init.png", "loss_curves.png"):
+        assert (figures / name).is_file(), name
+    assert (figures / "fig5_peft_init.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_score_evaluator_is_only_for_peft_task(tmp_path):
+    cfg = load_config(
+        ROOT / "configs/smoke/mtf_peft.yaml",
+        [f"run_dir={tmp_path / 'r'}", "train.steps=2", "eval.every=1", "eval.metric=score"],
+    )
+    with pytest.raises(HypertuningError, match="eval.metric=score is for peft_task"):
+        train(cfg)
+
+
+def test_caclm_steps_from_lineage():
+    info = {
+        "kind": "hyper",
+        "training": [{"objective": "caclm", "steps": 300}, {"objective": "mtf_hyper", "steps": 9}],
+    }
+    assert caclm_steps(info) == 300
+    assert caclm_steps({"kind": "hyper", "training": [{"objective": "mtf_hyper", "steps": 9}]}) == 0
+    assert caclm_steps({"kind": "in-context"}) is None
+
+
+@pytest.mark.parametrize("kind", ["llama", "t5"])
+def test_every_method_kind_runs_and_baselines_agree(kind, tiny_dirs, toy_tasks, tmp_path):
+    base = str(tiny_dirs[kind])
+    ds = load_downstream(base)
+    hm = HyperModel.create(ds, "prefix" if kind == "t5" else "lora")
+    hm.save_pretrained(tmp_path / "hm")
+    hm.generate([("a b", "b a")]).save_pretrained(tmp_path / "adapter")
+    models = Models(base)
+    specs = [
+        "zero-shot",
+        "in-context",
+        f"mtf={base}",  # the base checkpoint stands in for a fine-tuned one: same scores as zero-shot
+        f"mtf-fewshot={base}",
+        f"peft={tmp_path / 'adapter'}",
+        f"hyper={tmp_path / 'hm'}",
+    ]
+    methods = build_methods(specs, models)
+    res = evaluate(methods, toy_tasks, EvalSettings(k=3, seeds=[0], max_examples=3), progress=False)
+    got = {(r["method"], r["task"]): r["metrics"] for r in res.records}
+    assert len(got) == len(specs) * len(toy_tasks)
+    for t in toy_tasks:
+        assert got[(f"mtf({kind})", t.id)] == got[("zero-shot", t.id)]
+        assert got[(f"mtf-fewshot({kind})", t.id)] == got[("in-context", t.id)]
+    assert len(models._loaded) == 1  # every method shares the one loaded model
