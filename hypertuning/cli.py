@@ -318,9 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help="cpu (default) or cuda: a larger configuration")
     s.add_argument("--hypermodel", default=None, help="use this trained hypermodel instead of training one")
     s.add_argument(
-        "--steps", type=int, default=None, help="training steps (default: 200 on CPU, 2000 on GPU)"
+        "--steps", type=int, default=None, help="training steps (default: 120 on CPU, 2000 on GPU)"
     )
-    s.add_argument("--tasks", nargs="+", default=None, help="held-out BIG-bench tasks to score")
+    s.add_argument(
+        "--collection", default="bigbench", help="task collection to train on and score (default: bigbench)"
+    )
+    s.add_argument(
+        "--tasks",
+        nargs="+",
+        default=None,
+        help="held-out tasks to score (default: 5 short BIG-bench Lite tasks)",
+    )
     s.add_argument("--out", default="runs/demo")
     s.set_defaults(func=_demo)
     return p

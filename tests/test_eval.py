@@ -161,6 +161,28 @@ def test_loglikelihood_ids_restores_row_order_with_per_row_adapters(llama, examp
     torch.testing.assert_close(batched, torch.stack(alone), atol=1e-5, rtol=1e-5)
 
 
+def test_shared_context_scoring_equals_the_plain_batch(llama):
+    """Options after one long prompt reuse its key/value cache; the scores must not change."""
+    prompts = llama.encode_inputs(["a long in-context prompt " * 6, "another prompt, also long " * 5, "solo"])
+    options = [["yes", "no", "maybe not"], ["x", "a much longer option"], ["z"]]
+    ctx = [prompts[i] for i, opts in enumerate(options) for _ in opts]
+    cont = llama.encode_targets([o for opts in options for o in opts])
+    assert len(set(map(len, cont))) > 1  # ragged continuations exercise the padding
+    plain = llama.loglikelihood_ids(ctx, cont, batch_size=3, share_context=False)
+    calls = []
+    real = llama.family.loglikelihood_shared
+    llama.family.loglikelihood_shared = lambda *a: calls.append(len(a[2])) or real(*a)
+    try:
+        shared = llama.loglikelihood_ids(ctx, cont, batch_size=2, share_context=True)
+    finally:
+        del llama.family.loglikelihood_shared
+    assert sorted(calls) == [1, 2, 2]  # prompt 0: 3 options in chunks of 2; prompt 1: 2; "solo" goes plain
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
+    assert llama.loglikelihood_ids(ctx, cont, batch_size=3).tolist() == pytest.approx(
+        plain.tolist(), abs=1e-5
+    )
+
+
 # -- the evaluation runner ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def hyper_dir(tiny_dirs, tmp_path_factory):
@@ -366,3 +388,36 @@ def test_every_method_kind_runs_and_baselines_agree(kind, tiny_dirs, toy_tasks, 
         assert got[(f"mtf({kind})", t.id)] == got[("zero-shot", t.id)]
         assert got[(f"mtf-fewshot({kind})", t.id)] == got[("in-context", t.id)]
     assert len(models._loaded) == 1  # every method shares the one loaded model
+
+
+def test_demo_trains_adapts_scores_and_reuses_everything(tiny_dirs, tmp_path, capsys, monkeypatch):
+    """`hypertune demo` end to end on the tiny Llama and the toy tasks; the second run trains nothing and
+    scores nothing again."""
+    import hypertuning.demo as demo
+
+    monkeypatch.setitem(demo.SCALES, "cpu", {**demo.SCALES["cpu"], "hyper_layers": 1, "max_examples": 6})
+    argv = ["demo", "--downstream", str(tiny_dirs["llama"]), "--collection", "toy", "--steps", "2"]
+    argv += ["--tasks", "label-0", "reverse", "--out", str(tmp_path)]  # multiple choice and generative
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "training a HyperLoRA hypermodel" in first
+    assert (tmp_path / "hypermodel" / "final").is_dir()
+    adapter = tmp_path / "adapters" / "label-0"
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in adapter.iterdir()}
+    table = [
+        line
+        for line in first.splitlines()
+        if line.split()[:1] in (["zero-shot"], ["in-context"], ["hypertuned"])
+    ]
+    assert len(table) == 6  # three methods in the score table and in the timing lines
+    records = (tmp_path / "eval" / "records.jsonl").read_text()
+    assert len(records.splitlines()) == 3 * 2
+
+    monkeypatch.setattr("hypertuning.train.train", None)  # a retrain would fail loudly
+    assert main(argv) == 0
+    second = capsys.readouterr().out
+    assert "trained by an earlier demo" in second and "training a HyperLoRA" not in second
+    assert (tmp_path / "eval" / "records.jsonl").read_text() == records
+    assert [line for line in second.splitlines() if line.startswith(("zero-shot", "in-context"))][
+        :2
+    ] == table[:2]

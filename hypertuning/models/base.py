@@ -119,6 +119,16 @@ class Family:
     def generate_batch(self, tokenizer, contexts: list[list[int]], phi, **generate_kwargs) -> list[list[int]]:
         raise NotImplementedError
 
+    # Families that can score several continuations of one context from a single pass over the context
+    # (its key/value cache repeated for each continuation) set this and implement `loglikelihood_shared`.
+    shares_context: ClassVar[bool] = False
+
+    def loglikelihood_shared(
+        self, tokenizer, context: list[int], continuations: list[list[int]]
+    ) -> torch.Tensor:
+        """`loglikelihood_batch` for one context and its continuations, base model only. Shape [N]."""
+        raise NotImplementedError
+
 
 FAMILIES: Registry[type[Family]] = Registry("model family")
 

@@ -212,13 +212,24 @@ class Downstream:
             self.encode_inputs(inputs), self.encode_targets(outputs), adapter, batch_size
         )
 
-    def loglikelihood_ids(self, contexts, continuations, adapter=None, batch_size: int = 8) -> torch.Tensor:
+    def loglikelihood_ids(
+        self, contexts, continuations, adapter=None, batch_size: int = 8, share_context: bool | None = None
+    ) -> torch.Tensor:
         """`loglikelihood` on token ids (from `encode_inputs`/`encode_in_context` and `encode_targets`).
-        Rows are batched longest first, so a batch holds rows of similar length and pads little."""
+        Rows are batched longest first, so a batch holds rows of similar length and pads little.
+
+        On the base model, rows that repeat a context of 64 tokens or more (answer options after an
+        in-context prompt) run that context once and share its key/value cache (`share_context=None`);
+        True shares every repeated context, False never (the results agree to float rounding; tested)."""
         if len(contexts) != len(continuations):
             raise HypertuningError(f"{len(contexts)} contexts but {len(continuations)} continuations")
-        order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]) - len(continuations[i]))
         scores = torch.zeros(len(contexts))
+        rows_left = range(len(contexts))
+        if adapter is None and self.family.shares_context and share_context is not False:
+            rows_left = self._score_shared(
+                contexts, continuations, scores, min_length=0 if share_context else 64, batch_size=batch_size
+            )
+        order = sorted(rows_left, key=lambda i: -len(contexts[i]) - len(continuations[i]))
         for rows, phi in self._batches(order, adapter, batch_size):
             with torch.no_grad():
                 lp = self.family.loglikelihood_batch(
@@ -226,6 +237,26 @@ class Downstream:
                 )
             scores[rows] = lp.float().cpu()
         return scores
+
+    def _score_shared(self, contexts, continuations, scores, min_length: int, batch_size: int) -> list[int]:
+        """Score the rows whose context repeats (and is at least `min_length` long) one context at a time
+        into `scores`; returns the other rows."""
+        groups: dict[tuple, list[int]] = {}
+        for i, c in enumerate(contexts):
+            groups.setdefault(tuple(c), []).append(i)
+        rest = []
+        for ctx, rows in groups.items():
+            if len(rows) < 2 or len(ctx) < max(min_length, 1) or any(not continuations[i] for i in rows):
+                rest.extend(rows)
+                continue
+            for s in range(0, len(rows), batch_size):  # bounds the repeated cache's memory
+                chunk = rows[s : s + batch_size]
+                with torch.no_grad():
+                    lp = self.family.loglikelihood_shared(
+                        self.tokenizer, list(ctx), [continuations[i] for i in chunk]
+                    )
+                scores[chunk] = lp.float().cpu()
+        return rest
 
     def generate(
         self, inputs: Sequence[str], adapter=None, max_new_tokens: int = 32, batch_size: int = 8, **kwargs

@@ -78,6 +78,40 @@ class LlamaFamily(Family):
             out.append(logprobs[i, pos, torch.tensor(t, device=device)].sum())
         return torch.stack(out)
 
+    shares_context = True
+
+    def loglikelihood_shared(self, tokenizer, context, continuations):
+        # Rank classification with a long prompt (K in-context examples) scores every answer option after
+        # the same context; running that context once and repeating its key/value cache for the options
+        # divides the cost by the number of options. transformers' `Cache` does the bookkeeping.
+        device = self.model.device
+        n, width = len(continuations), len(context)
+        out = self.model(input_ids=torch.tensor([context], device=device), use_cache=True)
+        first = F.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each continuation's first token
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(n)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        ids, mask = pad_batch(continuations, pad)  # right padding after the shared context
+        mask = torch.cat([torch.ones(n, width, dtype=mask.dtype), mask], dim=1)
+        positions = torch.arange(width, width + ids.shape[1]).expand(n, -1)
+        logits = self.model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            past_key_values=cache,
+            use_cache=True,
+        ).logits
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        scores = []
+        for i, t in enumerate(continuations):
+            rest = logprobs[
+                i,
+                torch.arange(len(t) - 1, device=device),
+                torch.tensor(t[1:], dtype=torch.long, device=device),
+            ]
+            scores.append(first[t[0]] + rest.sum())
+        return torch.stack(scores)
+
     def lm_batch(self, tokenizer, contexts, continuations) -> dict:
         """Training batch: context + continuation in one right-padded sequence; labels mark the continuation
         (-100 elsewhere), aligned with the tokens (the loss shifts them)."""
