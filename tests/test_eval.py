@@ -412,6 +412,10 @@ def test_demo_trains_adapts_scores_and_reuses_everything(tiny_dirs, tmp_path, ca
     assert len(table) == 6  # three methods in the score table and in the timing lines
     records = (tmp_path / "eval" / "records.jsonl").read_text()
     assert len(records.splitlines()) == 3 * 2
+    # the byte-level tiny tokenizer fits only 13 of reverse's 16 examples into the hypermodel's 384 tokens:
+    # what a budget cut is recorded for the hypermodel as for the in-context prompt
+    cut = {(r["method"], r["task"]): r["truncation"] for r in map(json.loads, records.splitlines())}
+    assert cut[("hypertuned", "toy:reverse")] == {"hyper_dropped": 3}
 
     monkeypatch.setattr("hypertuning.train.train", None)  # a retrain would fail loudly
     assert main(argv) == 0

@@ -199,10 +199,15 @@ class Hyper(Method):
         return self.models.load(self.hypermodel.spec.checkpoint)
 
     def adapt(self, task, shots, examples):
+        pairs = [(s.input, s.target) for s in shots]
+        dropped: Counter = Counter()  # what the hypermodel's input budget cut, recorded like in-context's
+        self.hypermodel.encode_ids(pairs, task.instruction, stats=dropped)
         start = time.perf_counter()
-        adapter = self.hypermodel.generate([(s.input, s.target) for s in shots], task.instruction)
+        adapter = self.hypermodel.generate(pairs, task.instruction)
         took = time.perf_counter() - start
-        return self.adaptation(self.downstream(), adapter, task, shots, examples, took)
+        adaptation = self.adaptation(self.downstream(), adapter, task, shots, examples, took)
+        adaptation.stats.update(dropped)
+        return adaptation
 
 
 def _read_hyper_config(path: str) -> dict:
