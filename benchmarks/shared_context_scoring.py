@@ -32,8 +32,12 @@ def main() -> None:
     torch.set_grad_enabled(False)
     ds = Models("smollm2-135m-instruct", limits={"max_in_context_tokens": args.max_in_context_tokens}).base
     bigbench = get_collection("bigbench")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print("| task | options per example | rows | prompt tokens | plain (s, median) | shared (s, median) | speed-up |")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    )
+    print(
+        "| task | options per example | rows | prompt tokens | plain (s, median) | shared (s, median) | speed-up |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name in args.tasks:
         task = bigbench.load(name)

@@ -166,10 +166,21 @@ def run_demo(args) -> None:
     results = evaluate(methods, tasks, settings, out / "eval")
     columns, rows, spread = results.table(group=False)
     _say(
-        f"\nScore (%, accuracy for multiple choice) on held-out {args.collection} tasks; every method sees the "
-        f"same {K} examples per task:\n"
+        f"\nScore (%, accuracy for multiple choice) on held-out {args.collection} tasks; in-context and "
+        f"hypertuned are given the same {K} examples per task:\n"
     )
     _say(format_table(columns, rows, spread, per_block=4, width=12))
+    shown = {"in-context": ("in_context_dropped", ctx), "hypertuned": ("hyper_dropped", scale["lengths"][0])}
+    for m, (key, budget) in shown.items():
+        recs = [r for r in results.records if r["method"] == m]
+        per_prompt = [
+            r["k"] - r["truncation"].get(key, 0) / (r["examples"] if m == "in-context" else 1) for r in recs
+        ]
+        if recs and min(per_prompt) < K:
+            _say(
+                f"({m}: {min(per_prompt):.0f} to {max(per_prompt):.0f} examples per task fit its {budget}-token "
+                "budget; the rest are dropped whole and counted in records.jsonl)"
+            )
     what = {
         "zero-shot": "none",
         "in-context": "none (the examples are in every prompt)",
