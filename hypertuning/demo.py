@@ -187,11 +187,9 @@ def run_demo(args) -> None:
         "hypertuned": "one hypermodel forward pass",
     }
     _say(f"\n{'median per task':<15} {'adaptation':<50} scoring")
+    adapt, score = results.median("adapt_seconds"), results.median("eval_seconds")
     for m in results.methods:
-        recs = [r for r in results.records if r["method"] == m]
-        adapt = statistics.median(r["adapt_seconds"] for r in recs)
-        score = statistics.median(r["eval_seconds"] for r in recs)
-        _say(f"{m:<15} {adapt * 1000:>6.0f} ms  {what.get(m, ''):<41} {score:>6.1f} s")
+        _say(f"{m:<15} {adapt[m] * 1000:>6.0f} ms  {what.get(m, ''):<41} {score[m]:>6.1f} s")
     for task, why in results.skipped.items():
         _say(f"skipped {task}: {why}")
     _say(f"\nDone in {time.perf_counter() - begin:.0f} s. Results: {out / 'eval'}/results.json, results.csv")

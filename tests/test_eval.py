@@ -200,9 +200,9 @@ def test_in_context_and_hypertuned_see_the_same_examples(tiny_dirs, hyper_dir, t
     seen: dict[str, list] = {"hyper": [], "in-context": []}
     generate, in_context = HyperModel.generate, Downstream.encode_in_context
 
-    def spy_generate(self, pairs, instruction=None):
+    def spy_generate(self, pairs, instruction=None, stats=None):
         seen["hyper"].append(tuple(pairs))
-        return generate(self, pairs, instruction)
+        return generate(self, pairs, instruction, stats)
 
     def spy_in_context(self, pairs, instruction, query, separator="\n\n", stats=None):
         if not seen["in-context"] or seen["in-context"][-1] != tuple(pairs):

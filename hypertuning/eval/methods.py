@@ -199,11 +199,9 @@ class Hyper(Method):
         return self.models.load(self.hypermodel.spec.checkpoint)
 
     def adapt(self, task, shots, examples):
-        pairs = [(s.input, s.target) for s in shots]
         dropped: Counter = Counter()  # what the hypermodel's input budget cut, recorded like in-context's
-        self.hypermodel.encode_ids(pairs, task.instruction, stats=dropped)
         start = time.perf_counter()
-        adapter = self.hypermodel.generate(pairs, task.instruction)
+        adapter = self.hypermodel.generate([(s.input, s.target) for s in shots], task.instruction, dropped)
         took = time.perf_counter() - start
         adaptation = self.adaptation(self.downstream(), adapter, task, shots, examples, took)
         adaptation.stats.update(dropped)

@@ -122,29 +122,38 @@ def _figure():
 
 
 def _plot_hyperpretraining(points, path: Path) -> Path:
-    plt = _figure()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for target in sorted({p[2] for p in points}):
-        xs = sorted((x, y) for x, y, t in points if t == target)
-        ax.plot([x for x, _ in xs], [y for _, y in xs], marker="o", label=f"Hyper-{target}")
-    ax.set_xlabel("hyperpretraining steps")
-    ax.set_ylabel("held-out average score")
-    ax.set_title("Figure 4: effect of hyperpretraining")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    series = {
+        f"Hyper-{target}": sorted((x, y) for x, y, t in points if t == target)
+        for target in sorted({p[2] for p in points})
+    }
+    return _line_plot(
+        series,
+        "hyperpretraining steps",
+        "held-out average score",
+        "Figure 4: effect of hyperpretraining",
+        path,
+    )
 
 
 def _plot_peft(curves, path: Path) -> Path:
+    return _line_plot(
+        dict(sorted(curves.items())),
+        "PEFT training steps",
+        "held-out score",
+        "Figure 5: PEFT by initialisation",
+        path,
+    )
+
+
+def _line_plot(series: dict[str, list], xlabel: str, ylabel: str, title: str, path: Path) -> Path:
+    """One labelled line per series of (x, y) points."""
     plt = _figure()
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for label, pts in sorted(curves.items()):
-        ax.plot([s for s, _ in pts], [v for _, v in pts], marker=".", label=label)
-    ax.set_xlabel("PEFT training steps")
-    ax.set_ylabel("held-out score")
-    ax.set_title("Figure 5: PEFT by initialisation")
+    for label, pts in series.items():
+        ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

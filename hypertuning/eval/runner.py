@@ -64,20 +64,20 @@ def evaluate(
     records = _resume(out, methods, settings) if out is not None else []
     done = {(r["method"], r["task"], r["seed"]) for r in records}
     skipped: dict[str, str] = {}
-    first = settings.seeds[0]
-    todo = [
-        (t, s, m)
-        for t in tasks
-        for s in settings.seeds
-        for m in methods
-        if (m.uses_shots or s == first) and (m.label, t.id, s) not in done
-    ]
-    bar = tqdm(total=len(todo), desc="eval", unit="result", disable=not progress)
+
+    def pending(task: Task, seed: int) -> list[Method]:
+        # methods that read no examples are scored at the first seed only
+        return [
+            m
+            for m in methods
+            if (m.uses_shots or seed == settings.seeds[0]) and (m.label, task.id, seed) not in done
+        ]
+
+    total = sum(len(pending(t, s)) for t in tasks for s in settings.seeds)
+    bar = tqdm(total=total, desc="eval", unit="result", disable=not progress)
     for task in tasks:
         for seed in settings.seeds:
-            mine = [
-                m for m in methods if (m.uses_shots or seed == first) and (m.label, task.id, seed) not in done
-            ]
+            mine = pending(task, seed)
             if not mine:
                 continue
             try:
@@ -209,12 +209,12 @@ class Results:
         have = self._scores()
         return [t for t in self.tasks if not all((m, t) in have for m in self.methods)]
 
-    def adapt_seconds(self) -> dict[str, float]:
-        """Median time each method spent adapting to one task."""
+    def median(self, key: str) -> dict[str, float]:
+        """Per method, the median of a per-task record field (`adapt_seconds`, `eval_seconds`)."""
         out = {}
         for m in self.methods:
-            times = [r["adapt_seconds"] for r in self.records if r["method"] == m]
-            out[m] = statistics.median(times) if times else 0.0
+            values = [r[key] for r in self.records if r["method"] == m]
+            out[m] = statistics.median(values) if values else 0.0
         return out
 
     def save(self, out: Path, settings: EvalSettings, methods: Sequence[Method]) -> None:
@@ -227,7 +227,7 @@ class Results:
                 "columns": columns,
                 "table": rows,
                 "avg_std": spread,
-                "adapt_seconds": self.adapt_seconds(),
+                "adapt_seconds": self.median("adapt_seconds"),
                 "skipped": self.skipped,
             },
         )

@@ -96,12 +96,13 @@ class HyperModel(nn.Module):
         )
         return ids + [eos] if eos is not None else ids
 
-    def encode(self, tasks: Sequence, instructions: Sequence[str | None] | None = None):
-        """Format and tokenise each task's examples; right-padded ids and mask, [B, T]."""
+    def encode(self, tasks: Sequence, instructions: Sequence[str | None] | None = None, stats=None):
+        """Format and tokenise each task's examples; right-padded ids and mask, [B, T]. Examples dropped to
+        fit the budget are counted in `stats` (a Counter) when given."""
         instructions = instructions or [None] * len(tasks)
         if len(instructions) != len(tasks):
             raise HypertuningError(f"{len(instructions)} instructions for {len(tasks)} tasks")
-        seqs = [self.encode_ids(ex, ins) for ex, ins in zip(tasks, instructions, strict=True)]
+        seqs = [self.encode_ids(ex, ins, stats) for ex, ins in zip(tasks, instructions, strict=True)]
         ids, mask = pad_batch(seqs, self.tokenizer.pad_token_id or 0)
         return ids.to(self.device), mask.to(self.device)
 
@@ -112,7 +113,7 @@ class HyperModel(nn.Module):
 
     @torch.no_grad()
     def generate_batch(
-        self, tasks: Sequence, instructions: Sequence[str | None] | None = None
+        self, tasks: Sequence, instructions: Sequence[str | None] | None = None, stats=None
     ) -> list[Adapter]:
         """One Adapter per task, all in one forward pass."""
         if len(tasks) == 0:
@@ -120,7 +121,7 @@ class HyperModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            phi = self(*self.encode(tasks, instructions))
+            phi = self(*self.encode(tasks, instructions, stats))
         finally:
             self.train(was_training)
         adapter = Adapter(
@@ -132,9 +133,9 @@ class HyperModel(nn.Module):
         )
         return [adapter[i] for i in range(len(tasks))]
 
-    def generate(self, examples, instruction: str | None = None) -> Adapter:
+    def generate(self, examples, instruction: str | None = None, stats=None) -> Adapter:
         """The adapter for one task from its few-shot examples (dicts with input/output, or pairs)."""
-        return self.generate_batch([examples], [instruction])[0]
+        return self.generate_batch([examples], [instruction], stats)[0]
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(repr(asdict(self.config)).encode())
