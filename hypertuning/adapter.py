@@ -45,6 +45,16 @@ class Adapter:
     def bind(self) -> ActivePhi:
         return self.target_obj.bind(self.phi)
 
+    def to(self, device=None, dtype=None) -> Adapter:
+        """This adapter with phi on `device` (and in `dtype`), e.g. cached on the GPU by a server."""
+        phi = {k: v.to(device=device, dtype=dtype) for k, v in self.phi.items()}
+        return Adapter(self.target, self.options, self.spec, phi, self.meta)
+
+    def zeros_like(self) -> Adapter:
+        """phi of the same shapes, all zero (a placeholder row in a batch; see `ActivePhi.rows`)."""
+        phi = {k: torch.zeros_like(v) for k, v in self.phi.items()}
+        return Adapter(self.target, self.options, self.spec, phi, self.meta)
+
     def __getitem__(self, i: int) -> Adapter:
         return Adapter(
             self.target, self.options, self.spec, {k: v[i : i + 1] for k, v in self.phi.items()}, self.meta

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import sys
 import time
@@ -197,6 +198,93 @@ def _demo(args) -> None:
     run_demo(args)
 
 
+def _serve(args) -> None:
+    import ipaddress
+    import os
+
+    try:
+        import uvicorn
+
+        from .serve import Limits, create_app, open_engine
+    except ImportError as e:
+        raise HypertuningError(f"`hypertune serve` needs `pip install 'hypertuning[serve]'` ({e})") from None
+    token = args.token or os.environ.get("HYPERTUNE_TOKEN")
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback and not token:
+        print(
+            f"hypertune: warning: serving on {args.host} without a token: anyone who can reach port "
+            f"{args.port} can create adapters and run the model. Set --token or HYPERTUNE_TOKEN.",
+            file=sys.stderr,
+        )
+    engine = open_engine(
+        args.hypermodel,
+        downstream=args.downstream,
+        store=args.store,
+        device=args.device,
+        dtype=args.dtype,
+        cache_size=args.cache_size,
+        max_batch=args.max_batch,
+        wait_ms=args.batch_wait_ms,
+    )
+    limits = Limits(**{f: getattr(args, f) for f in Limits.__dataclass_fields__})
+    app = create_app(engine, limits, token=token)
+    print(
+        f"Serving hypermodel {engine.hypermodel_id} for {engine.downstream.name}; adapters in "
+        f"{engine.store.root} ({engine.store.count()} stored). Docs at http://{args.host}:{args.port}/docs",
+        file=sys.stderr,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+
+
+def _client(args):
+    from .client import Client
+
+    return Client(args.url, args.token)
+
+
+def _adapters(args) -> None:
+    from .data import read_jsonl
+
+    c = _client(args)
+    cmd = args.adapters_command
+    if cmd == "create":
+        examples = read_jsonl(args.examples, required=("input", "output"))
+        examples = [{"input": e["input"], "output": e["output"]} for e in examples]
+        print(json.dumps(c.create_adapter(examples, args.instruction, args.name)))
+    elif cmd == "list":
+        rows = c.list_adapters()
+        print(f"{'id':<24} {'name':<24} {'created':<19} {'bytes':>10} {'examples':>8}  usable")
+        for r in rows:
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"]))
+            name = (r["name"] or "")[:24]
+            print(
+                f"{r['id']:<24} {name:<24} {created:<19} {r['bytes']:>10} "
+                f"{r['examples_used']:>3}/{r['examples']:<4}  {'yes' if r['compatible'] else 'no'}"
+            )
+        print(f"{len(rows)} adapters")
+    elif cmd == "show":
+        print(json.dumps(c.get_adapter(args.id), indent=2))
+    elif cmd == "download":
+        print(f"Saved {c.download_peft(args.id, args.out)}")
+    elif cmd == "delete":
+        c.delete_adapter(args.id)
+        print(f"Deleted {args.id}")
+    else:  # score / generate: one JSON line in, one out
+        rows = read_jsonl(args.inputs, required=("input",))
+        for r in rows:
+            r.setdefault("adapter", args.adapter)
+        if cmd == "score":
+            results = c.score(rows, args.normalisation)
+        else:
+            stop = [codecs.decode(s, "unicode_escape") for s in args.stop]  # "\\n" typed in a shell
+            results = [{"text": t} for t in c.generate(rows, args.max_new_tokens, stop)]
+        for row, res in zip(rows, results, strict=True):
+            print(json.dumps({"input": row["input"], **res}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hypertune", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -331,6 +419,63 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--out", default="runs/demo")
     s.set_defaults(func=_demo)
+
+    s = sub.add_parser(
+        "serve",
+        help="an HTTP service: examples in, a stored adapter out; many adapters served in one batch",
+        description="Serve a hypermodel (FastAPI + uvicorn; OpenAPI docs at /docs). Listens on loopback "
+        "unless --host says otherwise; --token (or HYPERTUNE_TOKEN) requires `Authorization: Bearer`.",
+    )
+    s.add_argument("--hypermodel", required=True, help="a trained hypermodel directory")
+    s.add_argument("--downstream", default=None, help="its downstream model (default: the one it names)")
+    s.add_argument("--store", default=None, help="adapter store directory (default: <cache>/adapters)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--token", default=None, help="bearer token required on every call but /health")
+    s.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1...")
+    s.add_argument("--dtype", default=None, help="downstream dtype: float32 (default), bfloat16, float16")
+    s.add_argument("--max-batch", type=int, default=32, help="rows per dynamically gathered batch")
+    s.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for more rows")
+    s.add_argument("--cache-size", type=int, default=256, help="adapters whose phi stays on the device")
+    from .serve import Limits
+
+    for f in Limits.__dataclass_fields__.values():
+        s.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=f.default)
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(func=_serve)
+
+    a = sub.add_parser("adapters", help="talk to a running `hypertune serve`: create, list, download...")
+    asub = a.add_subparsers(dest="adapters_command", required=True)
+
+    def client_parser(name, helptext):
+        s = asub.add_parser(name, help=helptext)
+        s.add_argument("--url", default=None, help="service URL (default: $HYPERTUNE_URL or 127.0.0.1:8000)")
+        s.add_argument("--token", default=None, help="bearer token (default: $HYPERTUNE_TOKEN)")
+        s.set_defaults(func=_adapters)
+        return s
+
+    s = client_parser("create", "generate and store an adapter from a JSONL file of examples")
+    s.add_argument("--examples", required=True, help="JSONL with input and output per line")
+    s.add_argument("--instruction", default=None)
+    s.add_argument("--name", default=None)
+    client_parser("list", "list stored adapters")
+    for name, helptext in (("show", "one adapter's metadata"), ("delete", "delete an adapter")):
+        client_parser(name, helptext).add_argument("id")
+    s = client_parser("download", "save an adapter as a PEFT directory")
+    s.add_argument("id")
+    s.add_argument("--out", required=True)
+    for name, helptext in (
+        ("score", "log-probabilities of each line's choices or output"),
+        ("generate", "greedy continuations"),
+    ):
+        s = client_parser(name, helptext)
+        s.add_argument("--inputs", required=True, help="JSONL: input (+ choices/output, adapter) per line")
+        s.add_argument("--adapter", default=None, help="adapter id for lines that do not name one")
+        if name == "score":
+            s.add_argument("--normalisation", choices=["none", "token", "char"], default="none")
+        else:
+            s.add_argument("--max-new-tokens", type=int, default=32)
+            s.add_argument("--stop", nargs="*", default=["\\n"], help="stop strings (default: \\n)")
     return p
 
 

@@ -42,6 +42,25 @@ def test_mixed_batch_equals_each_row_alone(downstream, target):
 
 
 @pytest.mark.parametrize("target", ["lora", "prefix"])
+def test_base_model_rows_in_a_mixed_batch(downstream, target):
+    # None in a per-row adapter list means "this row runs on the base model": same result as no adapter
+    hm = HyperModel.create(downstream, target=target, layers=1)
+    adapters = _boost(hm.generate_batch(TASKS))
+    mixed = [adapters[0], None, adapters[2]]
+    together = downstream.loglikelihood(INPUTS, OUTPUTS, adapter=mixed)
+    base = downstream.loglikelihood(INPUTS, OUTPUTS)
+    torch.testing.assert_close(together[1], base[1], atol=1e-5, rtol=0)
+    for i in (0, 2):
+        alone = downstream.loglikelihood([INPUTS[i]], [OUTPUTS[i]], adapter=adapters[i])
+        torch.testing.assert_close(together[i], alone[0], atol=1e-4, rtol=1e-5)
+        assert abs(float(together[i] - base[i])) > 1e-3  # the adapted rows did change
+    gen = downstream.generate(INPUTS, adapter=mixed, max_new_tokens=6)
+    assert gen[1] == downstream.generate([INPUTS[1]], max_new_tokens=6)[0]
+    assert gen[0] == downstream.generate([INPUTS[0]], adapter=adapters[0], max_new_tokens=6)[0]
+    assert downstream.bind([None, None]) is None
+
+
+@pytest.mark.parametrize("target", ["lora", "prefix"])
 def test_zero_effect_phi_leaves_outputs_unchanged(downstream, target):
     hm = HyperModel.create(downstream, target=target, layers=1)
     a = hm.generate(TASKS[0])

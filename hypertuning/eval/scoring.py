@@ -35,6 +35,42 @@ class TaskScore:
         return next(iter(self.metrics.values()))
 
 
+def option_logprobs(
+    downstream,
+    contexts: Sequence[list[int]],
+    choices: Sequence[Sequence[str]],
+    adapter=None,
+    normalisation: str = "none",
+    batch_size: int = 8,
+) -> list[list[float]]:
+    """The (normalised) log-likelihood of every option after its context; all options of all contexts go
+    through the model as one batched stream. `adapter` is None, one Adapter, or one Adapter (or None)
+    per context."""
+    if normalisation not in NORMALISATIONS:
+        raise HypertuningError(
+            f"normalisation must be one of {', '.join(NORMALISATIONS)}; got {normalisation!r}"
+        )
+    per_context = isinstance(adapter, list)
+    rows_ctx, rows_cont, rows_len, rows_adapter = [], [], [], []
+    for i, (ctx, opts) in enumerate(zip(contexts, choices, strict=True)):
+        if not opts:
+            raise HypertuningError(f"example {i} has no answer options to rank")
+        for text, ids in zip(opts, downstream.encode_targets(list(opts)), strict=True):
+            rows_ctx.append(ctx)
+            rows_cont.append(ids)
+            rows_len.append({"none": 1, "token": len(ids), "char": max(len(text), 1)}[normalisation])
+            rows_adapter.append(adapter[i] if per_context else None)
+    lp = downstream.loglikelihood_ids(
+        rows_ctx, rows_cont, rows_adapter if per_context else adapter, batch_size
+    )
+    lp = (lp / torch.tensor(rows_len, dtype=lp.dtype)).tolist()
+    out, start = [], 0
+    for opts in choices:
+        out.append(lp[start : start + len(opts)])
+        start += len(opts)
+    return out
+
+
 def rank_choices(
     downstream,
     contexts: Sequence[list[int]],
@@ -43,29 +79,9 @@ def rank_choices(
     normalisation: str = "none",
     batch_size: int = 8,
 ) -> list[int]:
-    """The index of the best option for each context, by (normalised) log-likelihood; all options of all
-    examples go through the model as one batched stream."""
-    if normalisation not in NORMALISATIONS:
-        raise HypertuningError(
-            f"normalisation must be one of {', '.join(NORMALISATIONS)}; got {normalisation!r}"
-        )
-    rows_ctx, rows_cont, rows_len, owner = [], [], [], []
-    for i, (ctx, opts) in enumerate(zip(contexts, choices, strict=True)):
-        if not opts:
-            raise HypertuningError(f"example {i} has no answer options to rank")
-        for text, ids in zip(opts, downstream.encode_targets(list(opts)), strict=True):
-            rows_ctx.append(ctx)
-            rows_cont.append(ids)
-            rows_len.append({"none": 1, "token": len(ids), "char": max(len(text), 1)}[normalisation])
-            owner.append(i)
-    lp = downstream.loglikelihood_ids(rows_ctx, rows_cont, adapter, batch_size)
-    lp = lp / torch.tensor(rows_len, dtype=lp.dtype)
-    best: list[int] = []
-    start = 0
-    for opts in choices:
-        best.append(int(lp[start : start + len(opts)].argmax()))
-        start += len(opts)
-    return best
+    """The index of the best option for each context, by (normalised) log-likelihood."""
+    scores = option_logprobs(downstream, contexts, choices, adapter, normalisation, batch_size)
+    return [max(range(len(s)), key=s.__getitem__) for s in scores]
 
 
 def generation_budget(downstream, task: Task, examples: Sequence[Example]) -> int:

@@ -98,11 +98,15 @@ class HyperModel(nn.Module):
 
     def encode(self, tasks: Sequence, instructions: Sequence[str | None] | None = None, stats=None):
         """Format and tokenise each task's examples; right-padded ids and mask, [B, T]. Examples dropped to
-        fit the budget are counted in `stats` (a Counter) when given."""
+        fit the budget are counted in `stats` when given: one Counter for all tasks, or a list of one per
+        task."""
         instructions = instructions or [None] * len(tasks)
         if len(instructions) != len(tasks):
             raise HypertuningError(f"{len(instructions)} instructions for {len(tasks)} tasks")
-        seqs = [self.encode_ids(ex, ins, stats) for ex, ins in zip(tasks, instructions, strict=True)]
+        per_task = stats if isinstance(stats, list) else [stats] * len(tasks)
+        seqs = [
+            self.encode_ids(ex, ins, st) for ex, ins, st in zip(tasks, instructions, per_task, strict=True)
+        ]
         ids, mask = pad_batch(seqs, self.tokenizer.pad_token_id or 0)
         return ids.to(self.device), mask.to(self.device)
 

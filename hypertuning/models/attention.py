@@ -37,9 +37,10 @@ def expand_rows(t: torch.Tensor, batch: int) -> torch.Tensor:
     return t.repeat_interleave(batch // t.shape[0], dim=0)
 
 
-def _extend_mask(mask, module, query, key_len: int, prefix_len: int):
-    """Prepend `prefix_len` always-visible columns to a 4D mask, materialising the implicit one if needed."""
-    _b, q_len = query.shape[0], query.shape[2]
+def _extend_mask(mask, module, query, key_len: int, prefix_len: int, rows=None):
+    """Prepend `prefix_len` prefix columns to a 4D mask, materialising the implicit one if needed; they are
+    visible to every row, or only to the rows where `rows` ([B] bool) is True."""
+    batch, q_len = query.shape[0], query.shape[2]
     if mask is None:
         # No mask means: causal without padding (decoder self-attention) or full attention (encoder, cross).
         k_idx = torch.arange(key_len, device=query.device)
@@ -48,11 +49,18 @@ def _extend_mask(mask, module, query, key_len: int, prefix_len: int):
             mask = (k_idx[None, :] <= q_idx[:, None])[None, None]
         else:
             mask = torch.ones(1, 1, q_len, key_len, dtype=torch.bool, device=query.device)
-    rows = mask.shape[0]
-    if mask.dtype == torch.bool:
-        visible = torch.ones(rows, 1, mask.shape[2], prefix_len, dtype=torch.bool, device=mask.device)
+    if rows is None:
+        seen = torch.ones(mask.shape[0], 1, mask.shape[2], prefix_len, dtype=torch.bool, device=mask.device)
     else:
-        visible = torch.zeros(rows, 1, mask.shape[2], prefix_len, dtype=mask.dtype, device=mask.device)
+        seen = expand_rows(rows.to(mask.device), batch)[:, None, None, None].expand(
+            -1, 1, mask.shape[2], prefix_len
+        )
+        mask = mask.expand(batch, *mask.shape[1:])
+    if mask.dtype == torch.bool:
+        visible = seen
+    else:
+        visible = torch.zeros(seen.shape, dtype=mask.dtype, device=mask.device)
+        visible.masked_fill_(~seen, torch.finfo(mask.dtype).min)
     return torch.cat([visible, mask], dim=-1)
 
 
@@ -67,11 +75,13 @@ def _prefixed(base: str):
             pv = expand_rows(pv, value.shape[0]).to(value.dtype)
             if attention_mask is None and base == "eager":
                 # The stock eager functions add a float mask; build ours in that form.
-                bool_mask = _extend_mask(None, module, query, key.shape[2], pk.shape[2])
+                bool_mask = _extend_mask(None, module, query, key.shape[2], pk.shape[2], active.rows)
                 attention_mask = torch.zeros(bool_mask.shape, dtype=query.dtype, device=query.device)
                 attention_mask.masked_fill_(~bool_mask, torch.finfo(query.dtype).min)
             else:
-                attention_mask = _extend_mask(attention_mask, module, query, key.shape[2], pk.shape[2])
+                attention_mask = _extend_mask(
+                    attention_mask, module, query, key.shape[2], pk.shape[2], active.rows
+                )
             key = torch.cat([pk, key], dim=2)
             value = torch.cat([pv, value], dim=2)
             bias = kwargs.get("position_bias")

@@ -137,22 +137,33 @@ class Downstream:
             )
 
     def bind(self, adapters) -> ActivePhi | None:
-        """None, an ActivePhi, one Adapter, or a list of Adapters (one per row) -> ActivePhi."""
+        """None, an ActivePhi, one Adapter, or a list with one Adapter (or None: the base model) per row
+        -> ActivePhi (None when no row has an adapter)."""
         from ..adapter import Adapter
 
         if adapters is None or isinstance(adapters, ActivePhi):
             return adapters
         if isinstance(adapters, Adapter):
             adapters = [adapters]
+        template = next((a for a in adapters if a is not None), None)
+        if template is None:
+            return None
         for a in adapters:
-            self.check_compatible(a.spec, "adapter")
-        if adapters[0].target.startswith("prefix"):
+            if a is not None:
+                self.check_compatible(a.spec, "adapter")
+        if template.target.startswith("prefix"):
             if self.attention_base is None:
                 raise HypertuningError(
                     f"Prefixes need the 'sdpa' or 'eager' attention implementation; this model uses "
                     f"{self.model.config._attn_implementation!r}. Reload it with attn_implementation='sdpa'."
                 )
-        return Adapter.stack(adapters).bind()
+        rows = [a is not None for a in adapters]
+        if all(rows):
+            return Adapter.stack(adapters).bind()
+        blank = template.zeros_like()
+        active = Adapter.stack([a if a is not None else blank for a in adapters]).bind()
+        active.rows = torch.tensor(rows, device=next(iter(template.phi.values())).device)
+        return active
 
     # -- text in, numbers out ------------------------------------------------------------------------
     def _encode(self, texts: Sequence[str], limit: int, what: str, keep: str, stats=None) -> list[list[int]]:
@@ -225,6 +236,8 @@ class Downstream:
             raise HypertuningError(f"{len(contexts)} contexts but {len(continuations)} continuations")
         scores = torch.zeros(len(contexts))
         rows_left = range(len(contexts))
+        if isinstance(adapter, list) and all(a is None for a in adapter):
+            adapter = None
         if adapter is None and self.family.shares_context and share_context is not False:
             rows_left = self._score_shared(
                 contexts, continuations, scores, min_length=0 if share_context else 64, batch_size=batch_size

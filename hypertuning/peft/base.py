@@ -22,11 +22,14 @@ class ActivePhi:
     """A batched phi bound for one forward/generate call; the attention wrapper and LoRA hooks read it.
 
     prefix: kind -> [B, L, 2, Hkv, P, D]; lora: "kind.module" -> (A [B, L, r, in], B [B, L, out, r]),
-    with LoRA scaling folded into B.
+    with LoRA scaling folded into B. `rows` ([B] bool, or None for all) says which rows phi applies to: a
+    mixed batch (some rows on the base model) carries zeros in the other rows, which is exactly no change
+    for LoRA, and whose prefix columns the attention wrapper hides.
     """
 
     prefix: dict[str, torch.Tensor] = field(default_factory=dict)
     lora: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    rows: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:

@@ -1,0 +1,338 @@
+"""The HTTP service (FastAPI): examples in, a stored adapter out; scores and generations for many adapters
+in one batch. `hypertune serve` runs it with uvicorn; `create_app` builds it for tests or other servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import CheckpointError, HypertuningError
+from .engine import Engine, Limits, Row
+from .metrics import Metrics
+from .store import AdapterMismatch, AdapterNotFound, check_id
+
+
+# -- request and response bodies ----------------------------------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+
+
+class ExampleIn(_Body):
+    input: str
+    output: str
+
+
+class AdapterCreate(_Body):
+    examples: list[ExampleIn]
+    instruction: str | None = None
+    name: str | None = Field(None, max_length=200)
+
+
+class AdapterInfo(BaseModel):
+    id: str
+    name: str | None
+    created: float = Field(description="Unix time")
+    bytes: int = Field(description="size of phi")
+    target: str
+    hypermodel: str = Field(description="fingerprint of the hypermodel that generated it")
+    downstream: str = Field(description="fingerprint of the downstream model it is for")
+    downstream_checkpoint: str
+    examples: int
+    examples_used: int = Field(description="examples that fit the hypermodel's input budget")
+    instruction: str | None
+    compatible: bool = Field(description="usable by this server (same hypermodel and downstream)")
+
+
+class RowIn(_Body):
+    adapter: str | None = Field(None, description="adapter id; null for the base model")
+    input: str
+    examples: list[ExampleIn] | None = Field(None, description="in-context examples (no adapter)")
+    instruction: str | None = None
+    choices: list[str] | None = Field(None, description="/v1/score: options to rank")
+    output: str | None = Field(None, description="/v1/score: one output to score")
+
+
+class ScoreRequest(_Body):
+    requests: list[RowIn]
+    normalisation: Literal["none", "token", "char"] = "none"
+
+
+class GenerateRequest(_Body):
+    requests: list[RowIn]
+    max_new_tokens: int = 32
+    stop: list[str] = Field(default_factory=lambda: ["\n"])
+
+
+class _BodyLimit:
+    """Refuse request bodies over the limit with 413 before anything parses them (pure ASGI, so the
+    limit holds for chunked bodies without a Content-Length too). Starlette's RequestBodyLimitMiddleware
+    answers a bare "Content Too Large" and only recent FastAPI versions have it; ours names the limit."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._reject(send, int(declared))
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await self._reject(send, len(body))
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _reject(self, send, size: int):
+        detail = (
+            f"Request body of {size} bytes is over this server's limit of {self.limit} (--max-request-bytes)"
+        )
+        payload = json.dumps({"detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _invalid(message: str):
+    raise HTTPException(422, message)
+
+
+def create_app(engine: Engine, limits: Limits | None = None, token: str | None = None) -> FastAPI:
+    limits = limits or Limits()
+    metrics: Metrics = engine.metrics
+    bearer = HTTPBearer(auto_error=False)
+
+    def authorised(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if token is None:
+            return
+        if credentials is None or not secrets.compare_digest(
+            credentials.credentials.encode(), token.encode()
+        ):
+            raise HTTPException(401, "Missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    app = FastAPI(
+        title="hypertuning",
+        summary="Few-shot examples in, a PEFT adapter out; many adapters served from one base model.",
+        version=_version(),
+        lifespan=_lifespan(engine),
+    )
+    app.add_middleware(_BodyLimit, limit=limits.max_request_bytes)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.request(request.method, path, response.status_code, time.perf_counter() - start)
+        return response
+
+    for exc, status in ((AdapterNotFound, 404), (AdapterMismatch, 409), (CheckpointError, 500)):
+        app.add_exception_handler(exc, _handler(status))
+    app.add_exception_handler(HypertuningError, _handler(422))
+
+    def text(value: str | None, what: str) -> None:
+        if value is not None and len(value) > limits.max_text_chars:
+            _invalid(
+                f"{what} has {len(value)} characters; the limit is {limits.max_text_chars} (--max-text-chars)"
+            )
+
+    def examples_ok(examples: list[ExampleIn], what: str) -> list[dict]:
+        if not examples:
+            _invalid(f"{what} is empty: give at least one {{input, output}} example")
+        if len(examples) > limits.max_examples:
+            _invalid(
+                f"{what} has {len(examples)} examples; the limit is {limits.max_examples} (--max-examples)"
+            )
+        for i, ex in enumerate(examples):
+            text(ex.input, f"{what}[{i}].input")
+            text(ex.output, f"{what}[{i}].output")
+        return [ex.model_dump() for ex in examples]
+
+    def rows_ok(rows: list[RowIn], scoring: bool) -> list[Row]:
+        if not rows:
+            _invalid("requests is empty: give at least one row")
+        if len(rows) > limits.max_rows:
+            _invalid(f"requests has {len(rows)} rows; the limit is {limits.max_rows} (--max-rows)")
+        out = []
+        for i, r in enumerate(rows):
+            where = f"requests[{i}]"
+            text(r.input, f"{where}.input")
+            text(r.instruction, f"{where}.instruction")
+            if r.adapter is not None and r.examples is not None:
+                _invalid(f"{where}: give an adapter or in-context examples, not both")
+            examples = examples_ok(r.examples, f"{where}.examples") if r.examples is not None else None
+            if scoring:
+                if (r.choices is None) == (r.output is None):
+                    _invalid(f"{where}: give either choices (to rank) or output (to score)")
+                choices = r.choices if r.choices is not None else [r.output]
+                if not choices:
+                    _invalid(f"{where}.choices is empty")
+                if len(choices) > limits.max_choices:
+                    _invalid(
+                        f"{where}.choices has {len(choices)} options; the limit is {limits.max_choices} "
+                        "(--max-choices)"
+                    )
+                for j, c in enumerate(choices):
+                    text(c, f"{where}.choices[{j}]" if r.choices is not None else f"{where}.output")
+            elif r.choices is not None or r.output is not None:
+                _invalid(f"{where}: choices and output are for /v1/score")
+            adapter = None
+            if r.adapter is not None:
+                try:
+                    check_id(r.adapter)
+                except HypertuningError as e:
+                    _invalid(f"{where}.adapter: {e}")
+                adapter = engine.store.get(r.adapter)
+            context, truncated = engine.encode(r.input, examples, r.instruction)
+            out.append(Row(context, adapter, choices if scoring else None, truncated))
+        return out
+
+    api = [Depends(authorised)]
+
+    @app.get("/health", tags=["service"])
+    def health() -> dict:
+        """Liveness, and which models this server runs (no token needed)."""
+        hm = engine.hypermodel
+        return {
+            "status": "ok",
+            "hypermodel": engine.hypermodel_id,
+            "target": hm.config.target,
+            "downstream": engine.downstream.name,
+            "downstream_fingerprint": engine.downstream.spec.fingerprint,
+            "device": str(engine.downstream.device),
+        }
+
+    @app.get("/metrics", tags=["service"], dependencies=api)
+    def prometheus() -> Response:
+        """Prometheus text format: requests, latency, batch sizes, stored adapters, phi cache hits."""
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.post("/v1/adapters", status_code=201, tags=["adapters"], dependencies=api)
+    async def create_adapter(body: AdapterCreate) -> AdapterInfo:
+        """Generate an adapter from few-shot examples in one hypermodel forward pass (batched with other
+        creations arriving together) and store it."""
+        examples = examples_ok(body.examples, "examples")
+        text(body.instruction, "instruction")
+        adapter, used, _took = await asyncio.wrap_future(engine.submit_create(examples, body.instruction))
+        info = await run_in_threadpool(
+            engine.store.put, adapter, body.name, len(examples), used, body.instruction
+        )
+        metrics.adapters_created.inc()
+        return AdapterInfo(**info)
+
+    @app.get("/v1/adapters", tags=["adapters"], dependencies=api)
+    def list_adapters(limit: int = 1000, offset: int = 0) -> dict:
+        """Stored adapters, oldest first (`compatible` is false for those another hypermodel generated)."""
+        if not 1 <= limit <= 10000 or offset < 0:
+            _invalid("limit must be 1-10000 and offset >= 0")
+        return {"adapters": engine.store.list(limit, offset), "total": engine.store.count()}
+
+    @app.get("/v1/adapters/{adapter_id}", tags=["adapters"], dependencies=api)
+    def get_adapter(adapter_id: str) -> AdapterInfo:
+        return AdapterInfo(**engine.store.info(_id(adapter_id)))
+
+    @app.get(
+        "/v1/adapters/{adapter_id}/peft",
+        tags=["adapters"],
+        dependencies=api,
+        response_class=Response,
+        responses={200: {"content": {"application/zip": {}}}},
+    )
+    def download_peft(adapter_id: str) -> Response:
+        """The adapter as a zip of its PEFT directory (`peft.PeftModel.from_pretrained` loads it)."""
+        data = engine.store.peft_zip(_id(adapter_id))
+        headers = {"Content-Disposition": f'attachment; filename="{adapter_id}.zip"'}
+        return Response(data, media_type="application/zip", headers=headers)
+
+    @app.delete("/v1/adapters/{adapter_id}", tags=["adapters"], dependencies=api)
+    def delete_adapter(adapter_id: str) -> dict:
+        engine.store.delete(_id(adapter_id))
+        return {"id": adapter_id, "deleted": True}
+
+    @app.post("/v1/score", tags=["inference"], dependencies=api)
+    async def score(body: ScoreRequest) -> dict:
+        """Log-likelihood of each row's choices (or output) under its adapter, the base model (adapter
+        null) or an in-context prompt (examples); rows of different adapters share forward passes."""
+        rows = await run_in_threadpool(rows_ok, body.requests, True)
+        lps = await asyncio.gather(*map(asyncio.wrap_future, engine.submit_score(rows, body.normalisation)))
+        results = []
+        for r, lp in zip(body.requests, lps, strict=True):
+            if r.choices is not None:
+                results.append({"logprobs": lp, "prediction": max(range(len(lp)), key=lp.__getitem__)})
+            else:
+                results.append({"logprob": lp[0]})
+        for res, row in zip(results, rows, strict=True):
+            res["truncated"] = row.truncated
+        return {"results": results}
+
+    @app.post("/v1/generate", tags=["inference"], dependencies=api)
+    async def generate(body: GenerateRequest) -> dict:
+        """Greedy continuation of each row under its adapter, the base model or an in-context prompt,
+        stopping at `stop` strings or `max_new_tokens`."""
+        if not 1 <= body.max_new_tokens <= limits.max_new_tokens:
+            _invalid(f"max_new_tokens must be 1-{limits.max_new_tokens} (--max-new-tokens)")
+        for j, s in enumerate(body.stop):
+            text(s, f"stop[{j}]")
+        rows = await run_in_threadpool(rows_ok, body.requests, False)
+        futures = engine.submit_generate(rows, body.max_new_tokens, tuple(body.stop))
+        texts = await asyncio.gather(*map(asyncio.wrap_future, futures))
+        return {"results": [{"text": t, "truncated": r.truncated} for t, r in zip(texts, rows, strict=True)]}
+
+    return app
+
+
+def _id(adapter_id: str) -> str:
+    try:
+        return check_id(adapter_id)
+    except HypertuningError as e:
+        raise HTTPException(422, str(e)) from None
+
+
+def _handler(status: int):
+    async def handle(request: Request, exc: Exception):
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    return handle
+
+
+def _lifespan(engine: Engine):
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        engine.batcher.start()
+        yield
+        engine.batcher.stop()
+
+    return lifespan
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

@@ -1,0 +1,116 @@
+"""Dynamic batching: rows from concurrent requests are gathered for a short window and run together.
+
+One worker thread owns the models (PyTorch inference is blocking, and one thread at a time keeps memory
+bounded). Request handlers submit rows and await their futures; the worker takes the first waiting row,
+gathers more for up to `wait_ms` or until `max_batch` rows, groups them by what must agree within a forward
+pass (the operation and its options, e.g. generation length) and runs each group as one batch, in which
+every row carries its own adapter. We write this by hand because serving libraries that batch (TGI, vLLM,
+Triton) batch requests for one model, not rows that each bring their own generated parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    group: Hashable  # rows of equal group run in one batch
+    payload: Any
+    future: Future = field(default_factory=Future)
+    queued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """`run(group, payloads) -> results` (one result per payload) is called from the worker thread;
+    `observe(group, rows, seconds, waited)` after every batch (for metrics)."""
+
+    def __init__(
+        self,
+        run: Callable[[Hashable, list], list],
+        max_batch: int = 32,
+        wait_ms: float = 5.0,
+        observe: Callable[[Hashable, int, float, float], None] | None = None,
+    ):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.run, self.max_batch, self.wait = run, max_batch, wait_ms / 1000
+        self.observe = observe
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="hypertuning-batcher", daemon=True)
+                self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                self._queue.put(None)
+                self._thread.join(timeout=60)
+            self._thread = None
+
+    def submit(self, group: Hashable, payloads: list) -> list[Future]:
+        self.start()
+        jobs = [_Job(group, p) for p in payloads]
+        for j in jobs:
+            self._queue.put(j)
+        return [j.future for j in jobs]
+
+    def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
+        jobs, deadline = [first], time.perf_counter() + self.wait
+        while len(jobs) < self.max_batch:
+            left = deadline - time.perf_counter()
+            try:  # rows already queued are taken even once the window has passed
+                job = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return jobs, True
+            jobs.append(job)
+        return jobs, False
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            jobs, stopping = self._gather(first)
+            groups: dict[Hashable, list[_Job]] = {}
+            for j in jobs:
+                groups.setdefault(j.group, []).append(j)
+            for group, members in groups.items():
+                start = time.perf_counter()
+                waited = start - min(j.queued for j in members)
+                try:
+                    results = self.run(group, [j.payload for j in members])
+                except Exception as e:  # the handlers turn it into an HTTP error
+                    log.debug("batch %r failed", group, exc_info=True)
+                    for j in members:
+                        j.future.set_exception(e)
+                    continue
+                for j, r in zip(members, results, strict=True):
+                    j.future.set_result(r)
+                if self.observe is not None:
+                    self.observe(group, len(members), time.perf_counter() - start, waited)
+        # fail whatever is still queued rather than leave callers waiting forever
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.future.set_exception(RuntimeError("the server is shutting down"))
