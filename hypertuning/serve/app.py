@@ -68,8 +68,11 @@ class ScoreRequest(_Body):
 
 class GenerateRequest(_Body):
     requests: list[RowIn]
-    max_new_tokens: int = 32
+    max_new_tokens: int | None = Field(None, description="default: 32, or the server's limit if lower")
     stop: list[str] = Field(default_factory=lambda: ["\n"])
+
+
+_BEARER = HTTPBearer(auto_error=False)  # module level: FastAPI resolves the string annotations here
 
 
 class _BodyLimit:
@@ -123,9 +126,8 @@ def _invalid(message: str):
 def create_app(engine: Engine, limits: Limits | None = None, token: str | None = None) -> FastAPI:
     limits = limits or Limits()
     metrics: Metrics = engine.metrics
-    bearer = HTTPBearer(auto_error=False)
 
-    def authorised(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    def authorised(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
         if token is None:
             return
         if credentials is None or not secrets.compare_digest(
@@ -294,12 +296,13 @@ def create_app(engine: Engine, limits: Limits | None = None, token: str | None =
     async def generate(body: GenerateRequest) -> dict:
         """Greedy continuation of each row under its adapter, the base model or an in-context prompt,
         stopping at `stop` strings or `max_new_tokens`."""
-        if not 1 <= body.max_new_tokens <= limits.max_new_tokens:
+        max_new_tokens = body.max_new_tokens or min(32, limits.max_new_tokens)
+        if not 1 <= max_new_tokens <= limits.max_new_tokens:
             _invalid(f"max_new_tokens must be 1-{limits.max_new_tokens} (--max-new-tokens)")
         for j, s in enumerate(body.stop):
             text(s, f"stop[{j}]")
         rows = await run_in_threadpool(rows_ok, body.requests, False)
-        futures = engine.submit_generate(rows, body.max_new_tokens, tuple(body.stop))
+        futures = engine.submit_generate(rows, max_new_tokens, tuple(body.stop))
         texts = await asyncio.gather(*map(asyncio.wrap_future, futures))
         return {"results": [{"text": t, "truncated": r.truncated} for t, r in zip(texts, rows, strict=True)]}
 

@@ -9,6 +9,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from ..adapter import Adapter
+from ..data.format import normalise_examples
 from ..errors import HypertuningError
 from ..eval.scoring import option_logprobs
 from .batcher import Batcher
@@ -65,7 +66,8 @@ class Engine:
         whether it was truncated to fit."""
         stats: Counter = Counter()
         if examples:
-            ids = self.downstream.encode_in_context(examples, instruction, text, stats=stats)
+            pairs = normalise_examples(examples)
+            ids = self.downstream.encode_in_context(pairs, instruction, text, stats=stats)
         else:
             ids = self.downstream.encode_inputs([text], stats=stats)[0]
         return ids, any(k.endswith("_truncated") for k in stats)
