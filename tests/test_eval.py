@@ -161,26 +161,43 @@ def test_loglikelihood_ids_restores_row_order_with_per_row_adapters(llama, examp
     torch.testing.assert_close(batched, torch.stack(alone), atol=1e-5, rtol=1e-5)
 
 
-def test_shared_context_scoring_equals_the_plain_batch(llama):
-    """Options after one long prompt reuse its key/value cache; the scores must not change."""
+@pytest.mark.parametrize("target", [None, "lora", "prefix"])
+def test_shared_context_scoring_equals_the_plain_batch(llama, target):
+    """Options after one long prompt reuse its key/value cache (under the row's adapter, if any); the scores
+    must not change."""
+    adapter = None
+    if target:
+        adapter = HyperModel.create(llama, target=target, layers=1).generate([("a", "b")])
+        if target == "lora":
+            adapter.phi = {k: v * 20 if k.endswith("lora_B") else v for k, v in adapter.phi.items()}
     prompts = llama.encode_inputs(["a long in-context prompt " * 6, "another prompt, also long " * 5, "solo"])
     options = [["yes", "no", "maybe not"], ["x", "a much longer option"], ["z"]]
     ctx = [prompts[i] for i, opts in enumerate(options) for _ in opts]
     cont = llama.encode_targets([o for opts in options for o in opts])
     assert len(set(map(len, cont))) > 1  # ragged continuations exercise the padding
-    plain = llama.loglikelihood_ids(ctx, cont, batch_size=3, share_context=False)
+    plain = llama.loglikelihood_ids(ctx, cont, adapter, batch_size=3, share_context=False)
     calls = []
     real = llama.family.loglikelihood_shared
     llama.family.loglikelihood_shared = lambda *a: calls.append(len(a[2])) or real(*a)
     try:
-        shared = llama.loglikelihood_ids(ctx, cont, batch_size=2, share_context=True)
+        shared = llama.loglikelihood_ids(ctx, cont, adapter, batch_size=2, share_context=True)
+        # per-row adapters: rows share a context only under the same adapter
+        per_row = [adapter if i % 2 else None for i in range(len(ctx))]
+        calls.clear()
+        mixed = llama.loglikelihood_ids(ctx, cont, per_row, batch_size=2, share_context=True)
+        if target:
+            assert calls == [2]  # prompt 0's options 0 and 2 share the base model; the rest run alone
     finally:
         del llama.family.loglikelihood_shared
-    assert sorted(calls) == [1, 2, 2]  # prompt 0: 3 options in chunks of 2; prompt 1: 2; "solo" goes plain
     torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
-    assert llama.loglikelihood_ids(ctx, cont, batch_size=3).tolist() == pytest.approx(
+    assert llama.loglikelihood_ids(ctx, cont, adapter, batch_size=3).tolist() == pytest.approx(
         plain.tolist(), abs=1e-5
     )
+    base = llama.loglikelihood_ids(ctx, cont, share_context=False)
+    want = torch.where(torch.tensor([i % 2 == 1 for i in range(len(ctx))]), plain, base)
+    torch.testing.assert_close(mixed, want, atol=1e-5, rtol=1e-5)
+    if target:
+        assert (plain - base).abs().max() > 1e-3  # the adapter matters
 
 
 # -- the evaluation runner ---------------------------------------------------------------------------

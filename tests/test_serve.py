@@ -327,7 +327,7 @@ def test_client_and_cli_against_a_live_server(tmp_path, llama, hypermodels, caps
 
     engine = open_engine(hypermodels["lora"], llama, store=tmp_path / "store")
     server = uvicorn.Server(
-        uvicorn.Config(create_app(engine, token="tok"), host="127.0.0.1", port=0, log_level="warning")
+        uvicorn.Config(create_app(engine, token="tok"), host="127.0.0.1", port=0, log_config=None)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -124,9 +124,10 @@ class Family:
     shares_context: ClassVar[bool] = False
 
     def loglikelihood_shared(
-        self, tokenizer, context: list[int], continuations: list[list[int]]
+        self, tokenizer, context: list[int], continuations: list[list[int]], phi=None
     ) -> torch.Tensor:
-        """`loglikelihood_batch` for one context and its continuations, base model only. Shape [N]."""
+        """`loglikelihood_batch` for one context and its continuations under one task's phi (an ActivePhi
+        with one row, or None). Shape [N]."""
         raise NotImplementedError
 
 

@@ -229,18 +229,27 @@ class Downstream:
         """`loglikelihood` on token ids (from `encode_inputs`/`encode_in_context` and `encode_targets`).
         Rows are batched longest first, so a batch holds rows of similar length and pads little.
 
-        On the base model, rows that repeat a context of 64 tokens or more (answer options after an
-        in-context prompt) run that context once and share its key/value cache (`share_context=None`);
-        True shares every repeated context, False never (the results agree to float rounding; tested)."""
+        Rows that repeat a context of 64 tokens or more under the same adapter (answer options after an
+        in-context prompt or a long input) run that context once and share its key/value cache
+        (`share_context=None`); True shares every repeated context, False never (the results agree to
+        float rounding; tested)."""
         if len(contexts) != len(continuations):
             raise HypertuningError(f"{len(contexts)} contexts but {len(continuations)} continuations")
+        if isinstance(adapter, list):
+            if len(adapter) != len(contexts):
+                raise HypertuningError(f"{len(adapter)} adapters for {len(contexts)} inputs")
+            if all(a is None for a in adapter):
+                adapter = None
         scores = torch.zeros(len(contexts))
         rows_left = range(len(contexts))
-        if isinstance(adapter, list) and all(a is None for a in adapter):
-            adapter = None
-        if adapter is None and self.family.shares_context and share_context is not False:
+        if self.family.shares_context and share_context is not False:
             rows_left = self._score_shared(
-                contexts, continuations, scores, min_length=0 if share_context else 64, batch_size=batch_size
+                contexts,
+                continuations,
+                adapter,
+                scores,
+                min_length=0 if share_context else 64,
+                batch_size=batch_size,
             )
         order = sorted(rows_left, key=lambda i: -len(contexts[i]) - len(continuations[i]))
         for rows, phi in self._batches(order, adapter, batch_size):
@@ -251,22 +260,26 @@ class Downstream:
             scores[rows] = lp.float().cpu()
         return scores
 
-    def _score_shared(self, contexts, continuations, scores, min_length: int, batch_size: int) -> list[int]:
-        """Score the rows whose context repeats (and is at least `min_length` long) one context at a time
-        into `scores`; returns the other rows."""
+    def _score_shared(
+        self, contexts, continuations, adapter, scores, min_length: int, batch_size: int
+    ) -> list[int]:
+        """Score the rows whose context repeats under one adapter (and is at least `min_length` long), one
+        context at a time, into `scores`; returns the other rows."""
+        per_row = isinstance(adapter, list)
         groups: dict[tuple, list[int]] = {}
         for i, c in enumerate(contexts):
-            groups.setdefault(tuple(c), []).append(i)
+            groups.setdefault((tuple(c), id(adapter[i]) if per_row else 0), []).append(i)
         rest = []
-        for ctx, rows in groups.items():
+        for (ctx, _), rows in groups.items():
             if len(rows) < 2 or len(ctx) < max(min_length, 1) or any(not continuations[i] for i in rows):
                 rest.extend(rows)
                 continue
+            phi = self.bind(adapter[rows[0]] if per_row else adapter)
             for s in range(0, len(rows), batch_size):  # bounds the repeated cache's memory
                 chunk = rows[s : s + batch_size]
                 with torch.no_grad():
                     lp = self.family.loglikelihood_shared(
-                        self.tokenizer, list(ctx), [continuations[i] for i in chunk]
+                        self.tokenizer, list(ctx), [continuations[i] for i in chunk], phi
                     )
                 scores[chunk] = lp.float().cpu()
         return rest
@@ -294,6 +307,8 @@ class Downstream:
             from transformers import StoppingCriteriaList, StopStringCriteria
 
             kwargs["stopping_criteria"] = StoppingCriteriaList([StopStringCriteria(self.tokenizer, stop)])
+        if isinstance(adapter, list) and len(adapter) != len(contexts):
+            raise HypertuningError(f"{len(adapter)} adapters for {len(contexts)} inputs")
         order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
         out = [""] * len(contexts)
         for rows, phi in self._batches(order, adapter, batch_size):
@@ -307,9 +322,7 @@ class Downstream:
 
     def _batches(self, order: list[int], adapter, batch_size: int):
         """(row indices, bound phi) per batch; a list of adapters is split with its rows."""
-        per_row = isinstance(adapter, list)
-        if per_row and len(adapter) != len(order):
-            raise HypertuningError(f"{len(adapter)} adapters for {len(order)} inputs")
+        per_row = isinstance(adapter, list)  # indexed like the rows (callers check its length)
         shared = None if per_row else self.bind(adapter)
         for s in range(0, len(order), batch_size):
             rows = order[s : s + batch_size]

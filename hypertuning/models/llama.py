@@ -80,13 +80,15 @@ class LlamaFamily(Family):
 
     shares_context = True
 
-    def loglikelihood_shared(self, tokenizer, context, continuations):
+    def loglikelihood_shared(self, tokenizer, context, continuations, phi=None):
         # Rank classification with a long prompt (K in-context examples) scores every answer option after
         # the same context; running that context once and repeating its key/value cache for the options
         # divides the cost by the number of options. transformers' `Cache` does the bookkeeping.
         device = self.model.device
+        # phi (one row) applies to both passes: LoRA and prefixes repeat it for the n options themselves
         n, width = len(continuations), len(context)
-        out = self.model(input_ids=torch.tensor([context], device=device), use_cache=True)
+        kw = {PHI_KWARG: phi} if phi is not None else {}
+        out = self.model(input_ids=torch.tensor([context], device=device), use_cache=True, **kw)
         first = F.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each continuation's first token
         cache = out.past_key_values
         cache.batch_repeat_interleave(n)
@@ -100,6 +102,7 @@ class LlamaFamily(Family):
             position_ids=positions.to(device),
             past_key_values=cache,
             use_cache=True,
+            **kw,
         ).logits
         logprobs = F.log_softmax(logits.float(), dim=-1)
         scores = []
