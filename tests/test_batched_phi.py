@@ -181,3 +181,14 @@ def test_beam_search_with_per_row_phi(llama):
     a = _boost(HyperModel.create(llama, target="prefix", layers=1).generate_batch(TASKS[:2]))
     out = llama.generate(["the cat", "two plus"], adapter=a, max_new_tokens=4, num_beams=3)
     assert len(out) == 2
+
+
+def test_loglikelihood_equals_full_logits(llama):
+    # scoring projects only the scored positions onto the vocabulary; check it against the plain recipe
+    ctx = llama.encode_inputs(["the cat sat on", "two plus"])
+    cont = llama.encode_targets(["the mat", "four and more"])
+    got = llama.loglikelihood_ids(ctx, cont, share_context=False)
+    for i, (c, t) in enumerate(zip(ctx, cont, strict=True)):
+        logits = llama.model(input_ids=torch.tensor([c + t])).logits[0].float().log_softmax(-1)
+        want = sum(logits[len(c) - 1 + j, tok] for j, tok in enumerate(t))
+        torch.testing.assert_close(got[i], want, atol=1e-5, rtol=1e-6)

@@ -70,13 +70,24 @@ class LlamaFamily(Family):
         ids, mask = pad_batch(seqs, pad)  # right padding: real tokens keep positions 0..T-1
         device = self.model.device
         kwargs = {PHI_KWARG: phi} if phi is not None else {}
-        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).logits
-        logprobs = F.log_softmax(logits.float(), dim=-1)
-        out = []
-        for i, (c, t) in enumerate(zip(contexts, continuations, strict=True)):
-            pos = torch.arange(len(c) - 1, len(c) + len(t) - 1, device=device)
-            out.append(logprobs[i, pos, torch.tensor(t, device=device)].sum())
-        return torch.stack(out)
+        hidden = self.model.model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+        rows = [i for i, t in enumerate(continuations) for _ in t]
+        positions = [
+            len(c) - 1 + j for c, t in zip(contexts, continuations, strict=True) for j in range(len(t))
+        ]
+        lp = self._token_logprobs(
+            hidden.last_hidden_state, rows, positions, [x for t in continuations for x in t]
+        )
+        return torch.zeros(len(seqs), device=device).index_add_(0, torch.tensor(rows, device=device), lp)
+
+    def _token_logprobs(self, hidden, rows, positions, tokens) -> torch.Tensor:
+        """log p(token) predicted at each (row, position) of the hidden states. Only those positions go
+        through the output layer: a [B, T, vocab] float copy of every position's logits was most of the
+        cost of scoring short options (49k-word vocabulary, CPU)."""
+        device = hidden.device
+        h = hidden[torch.tensor(rows, device=device), torch.tensor(positions, device=device)]  # [N, H]
+        logprobs = self.model.get_output_embeddings()(h).float().log_softmax(-1)  # [N, V]
+        return logprobs.gather(-1, torch.tensor(tokens, device=device)[:, None]).squeeze(-1)
 
     shares_context = True
 
@@ -88,7 +99,9 @@ class LlamaFamily(Family):
         # phi (one row) applies to both passes: LoRA and prefixes repeat it for the n options themselves
         n, width = len(continuations), len(context)
         kw = {PHI_KWARG: phi} if phi is not None else {}
-        out = self.model(input_ids=torch.tensor([context], device=device), use_cache=True, **kw)
+        out = self.model(
+            input_ids=torch.tensor([context], device=device), use_cache=True, logits_to_keep=1, **kw
+        )
         first = F.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each continuation's first token
         cache = out.past_key_values
         cache.batch_repeat_interleave(n)
@@ -96,24 +109,21 @@ class LlamaFamily(Family):
         ids, mask = pad_batch(continuations, pad)  # right padding after the shared context
         mask = torch.cat([torch.ones(n, width, dtype=mask.dtype), mask], dim=1)
         positions = torch.arange(width, width + ids.shape[1]).expand(n, -1)
-        logits = self.model(
+        hidden = self.model.model(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             position_ids=positions.to(device),
             past_key_values=cache,
             use_cache=True,
             **kw,
-        ).logits
-        logprobs = F.log_softmax(logits.float(), dim=-1)
-        scores = []
-        for i, t in enumerate(continuations):
-            rest = logprobs[
-                i,
-                torch.arange(len(t) - 1, device=device),
-                torch.tensor(t[1:], dtype=torch.long, device=device),
-            ]
-            scores.append(first[t[0]] + rest.sum())
-        return torch.stack(scores)
+        ).last_hidden_state
+        rows = [i for i, t in enumerate(continuations) for _ in t[1:]]
+        scores = first[torch.tensor([t[0] for t in continuations], device=device)]
+        if rows:
+            steps = [j for t in continuations for j in range(len(t) - 1)]
+            rest = self._token_logprobs(hidden, rows, steps, [x for t in continuations for x in t[1:]])
+            scores = scores.index_add(0, torch.tensor(rows, device=device), rest)
+        return scores
 
     def lm_batch(self, tokenizer, contexts, continuations) -> dict:
         """Training batch: context + continuation in one right-padded sequence; labels mark the continuation
