@@ -123,6 +123,28 @@ def test_concurrent_requests_share_a_batch(serve):
     assert seen == [("score", 2)]
 
 
+def test_a_bad_row_fails_only_its_own_request():
+    from hypertuning.serve.batcher import Batcher
+
+    calls = []
+
+    def run(group, payloads):
+        calls.append(list(payloads))
+        if "bad" in payloads:
+            raise ValueError("bad row")
+        return [p.upper() for p in payloads]
+
+    b = Batcher(run, max_batch=8, wait_ms=200)
+    futures = b.submit(("x",), ["a", "bad", "c"])
+    try:
+        assert futures[0].result(10) == "A" and futures[2].result(10) == "C"
+        with pytest.raises(ValueError, match="bad row"):
+            futures[1].result(10)
+        assert calls[0] == ["a", "bad", "c"]  # tried together first, then one by one
+    finally:
+        b.stop()
+
+
 def test_fifty_concurrent_creations_lose_none(serve):
     client, engine = serve(max_batch=16)
     seen = _spy_batches(engine)

@@ -200,6 +200,10 @@ def create_app(engine: Engine, limits: Limits | None = None, token: str | None =
                     )
                 for j, c in enumerate(choices):
                     text(c, f"{where}.choices[{j}]" if r.choices is not None else f"{where}.output")
+                try:  # here, so that a bad row fails its own request and not the batch it would join
+                    engine.downstream.encode_targets(choices)
+                except HypertuningError as e:
+                    _invalid(f"{where}: {e}")
             elif r.choices is not None or r.output is not None:
                 _invalid(f"{where}: choices and output are for /v1/score")
             adapter = None

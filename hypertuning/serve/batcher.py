@@ -82,6 +82,18 @@ class Batcher:
             jobs.append(job)
         return jobs, False
 
+    def _one_by_one(self, group, members: list[_Job], error: Exception) -> None:
+        """A failed batch is retried row by row, so that one bad row fails only its own request (the
+        handlers turn the exception into an HTTP error)."""
+        if len(members) == 1:
+            members[0].future.set_exception(error)
+            return
+        for j in members:
+            try:
+                j.future.set_result(self.run(group, [j.payload])[0])
+            except Exception as e:
+                j.future.set_exception(e)
+
     def _loop(self) -> None:
         stopping = False
         while not stopping:
@@ -97,10 +109,9 @@ class Batcher:
                 waited = start - min(j.queued for j in members)
                 try:
                     results = self.run(group, [j.payload for j in members])
-                except Exception as e:  # the handlers turn it into an HTTP error
+                except Exception as e:
                     log.debug("batch %r failed", group, exc_info=True)
-                    for j in members:
-                        j.future.set_exception(e)
+                    self._one_by_one(group, members, e)
                     continue
                 for j, r in zip(members, results, strict=True):
                     j.future.set_result(r)
