@@ -31,10 +31,18 @@ def cache_dir() -> Path:
     return path
 
 
-def _umask() -> int:
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; do that once, at import, before any thread could race it
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def atomic_write(path: Path, write) -> None:

@@ -50,6 +50,12 @@ class Adapter:
         phi = {k: v.to(device=device, dtype=dtype) for k, v in self.phi.items()}
         return Adapter(self.target, self.options, self.spec, phi, self.meta)
 
+    def clone(self) -> Adapter:
+        """A copy with its own storage (a row of a batch is a view of the whole batch's tensors)."""
+        return Adapter(
+            self.target, self.options, self.spec, {k: v.clone() for k, v in self.phi.items()}, self.meta
+        )
+
     def zeros_like(self) -> Adapter:
         """phi of the same shapes, all zero (a placeholder row in a batch; see `ActivePhi.rows`)."""
         phi = {k: torch.zeros_like(v) for k, v in self.phi.items()}

@@ -255,7 +255,7 @@ def _adapters(args) -> None:
         examples = [{"input": e["input"], "output": e["output"]} for e in examples]
         print(json.dumps(c.create_adapter(examples, args.instruction, args.name)))
     elif cmd == "list":
-        rows = c.list_adapters()
+        rows = c.list_adapters(limit=10000)
         print(f"{'id':<24} {'name':<24} {'created':<19} {'bytes':>10} {'examples':>8}  usable")
         for r in rows:
             created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"]))
@@ -272,17 +272,23 @@ def _adapters(args) -> None:
     elif cmd == "delete":
         c.delete_adapter(args.id)
         print(f"Deleted {args.id}")
-    else:  # score / generate: one JSON line in, one out
-        rows = read_jsonl(args.inputs, required=("input",))
+    else:  # score / generate: one JSON line in, one out, sent in requests of 32 rows
+        keys = ("adapter", "input", "examples", "instruction") + (
+            ("choices", "output") if cmd == "score" else ()
+        )
+        rows = [{k: r[k] for k in keys if k in r} for r in read_jsonl(args.inputs, required=("input",))]
         for r in rows:
-            r.setdefault("adapter", args.adapter)
-        if cmd == "score":
-            results = c.score(rows, args.normalisation)
-        else:
-            stop = [codecs.decode(s, "unicode_escape") for s in args.stop]  # "\\n" typed in a shell
-            results = [{"text": t} for t in c.generate(rows, args.max_new_tokens, stop)]
-        for row, res in zip(rows, results, strict=True):
-            print(json.dumps({"input": row["input"], **res}))
+            if "examples" not in r:
+                r.setdefault("adapter", args.adapter)
+        stop = [codecs.decode(s, "unicode_escape") for s in args.stop] if cmd == "generate" else None
+        for s in range(0, len(rows), 32):
+            chunk = rows[s : s + 32]
+            if cmd == "score":
+                results = c.score(chunk, args.normalisation)
+            else:
+                results = [{"text": t} for t in c.generate(chunk, args.max_new_tokens, stop)]
+            for row, res in zip(chunk, results, strict=True):
+                print(json.dumps({"input": row["input"], **res}), flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -474,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "score":
             s.add_argument("--normalisation", choices=["none", "token", "char"], default="none")
         else:
-            s.add_argument("--max-new-tokens", type=int, default=32)
+            s.add_argument("--max-new-tokens", type=int, default=None, help="default: the server's (32)")
             s.add_argument("--stop", nargs="*", default=["\\n"], help="stop strings (default: \\n)")
     return p
 

@@ -99,7 +99,8 @@ class Client:
         body = {"requests": requests, "normalisation": normalisation}
         return self._call("POST", "/v1/score", json=body).json()["results"]
 
-    def generate(self, requests: list[dict], max_new_tokens: int = 32, stop=("\n",)) -> list[str]:
+    def generate(self, requests: list[dict], max_new_tokens: int | None = None, stop=("\n",)) -> list[str]:
+        """Greedy continuations; `max_new_tokens` defaults to the server's (32, or its limit if lower)."""
         body = {"requests": requests, "max_new_tokens": max_new_tokens, "stop": list(stop)}
         return [r["text"] for r in self._call("POST", "/v1/generate", json=body).json()["results"]]
 

@@ -181,6 +181,7 @@ def test_shared_context_scoring_equals_the_plain_batch(llama, target):
     llama.family.loglikelihood_shared = lambda *a: calls.append(len(a[2])) or real(*a)
     try:
         shared = llama.loglikelihood_ids(ctx, cont, adapter, batch_size=2, share_context=True)
+        assert sorted(calls) == [1, 2, 2]  # prompt 0: 3 options in chunks of 2; prompt 1: 2; "solo" plain
         # per-row adapters: rows share a context only under the same adapter
         per_row = [adapter if i % 2 else None for i in range(len(ctx))]
         calls.clear()

@@ -203,7 +203,9 @@ def test_crash_mid_write_leaves_no_half_adapter(serve, tmp_path, monkeypatch):
     for f in (engine.store.dir / other).iterdir():
         f.unlink()
     (engine.store.dir / other).rmdir()
-    store = AdapterStore(engine.store.root, engine.store.hypermodel, engine.store.downstream)
+    young = AdapterStore(engine.store.root, engine.store.hypermodel, engine.store.downstream)
+    assert (young.dir / "ad-orphan").is_dir()  # could be another server's write in progress: kept
+    store = AdapterStore(engine.store.root, engine.store.hypermodel, engine.store.downstream, recover_after=0)
     assert [a["id"] for a in store.list()] == [keep]
     assert [p.name for p in store.dir.iterdir()] == [keep]
 
@@ -303,12 +305,61 @@ def test_body_limit_without_content_length(serve):
 
 def test_adapter_ids_in_paths_are_validated(serve):
     client, _ = serve()
-    for bad in ("a.b", "a%2Fb", "x" * 65):
+    for bad in ("a.b", "x" * 65, "a%20b", "..."):
         r = client.get(f"/v1/adapters/{bad}")
-        assert r.status_code in (404, 422)
-        if r.status_code == 422:
-            assert "Invalid adapter id" in r.json()["detail"]
+        assert r.status_code == 422 and "Invalid adapter id" in r.json()["detail"], bad
+    for bad in ("a%2Fb", ".."):  # a path separator or ".." never reaches the store
+        assert client.get(f"/v1/adapters/{bad}").status_code == 404
     assert client.delete("/v1/adapters/a.b").status_code == 422
+    assert client.get("/v1/adapters/ad-ok_1").status_code == 404
+
+
+def test_delete_while_cached_and_generation_options(serve):
+    client, engine = serve(limits=Limits(max_new_tokens=8))
+    a = _create(client, TASKS[0])
+    row = dict(ROWS[0], adapter=a)
+    assert client.post("/v1/score", json={"requests": [row]}).status_code == 200  # phi now cached
+    assert client.delete(f"/v1/adapters/{a}").status_code == 200
+    r = client.post("/v1/score", json={"requests": [row]})
+    assert r.status_code == 404 and a in r.json()["detail"]
+    # max_new_tokens defaults to the server's limit when that is under 32; stop strings cut the text
+    free = client.post("/v1/generate", json={"requests": [{"input": "the cat"}], "stop": []})
+    assert free.status_code == 200
+    text = free.json()["results"][0]["text"]
+    assert 0 < len(engine.downstream.tokenizer(text)["input_ids"]) <= 8
+    cut = client.post("/v1/generate", json={"requests": [{"input": "the cat"}], "stop": [text[1]]}).json()
+    assert cut["results"][0]["text"] == text[: text.index(text[1])]
+    for stop, message in (([""], "stop[0] must have 1-64"), (["a"] * 9, "the limit is 8")):
+        r = client.post("/v1/generate", json={"requests": [{"input": "x"}], "stop": stop})
+        assert r.status_code == 422 and message in r.json()["detail"]
+
+
+def test_cancelled_rows_cost_nothing_and_do_not_stop_the_worker():
+    from hypertuning.serve.batcher import Batcher
+
+    calls = []
+    b = Batcher(lambda g, p: calls.append(list(p)) or [x * 2 for x in p], max_batch=8, wait_ms=300)
+    try:
+        f1, f2 = b.submit(("x",), [1, 2])
+        assert f1.cancel()  # the caller went away while the batch was gathering
+        assert f2.result(10) == 4 and calls == [[2]]
+        assert b.submit(("x",), [5])[0].result(10) == 10  # the worker lives on
+    finally:
+        b.stop()
+
+
+def test_the_cli_works_without_the_serve_extra(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for m in ('fastapi', 'uvicorn', 'httpx', 'prometheus_client'): sys.modules[m] = None\n"
+        "from hypertuning.cli import main\n"
+        "sys.exit(main(['serve', '--hypermodel', 'nowhere']))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "pip install 'hypertuning[serve]'" in r.stderr, r.stderr
 
 
 def test_bearer_token(serve):

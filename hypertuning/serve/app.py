@@ -145,12 +145,14 @@ def create_app(engine: Engine, limits: Limits | None = None, token: str | None =
 
     @app.middleware("http")
     async def count(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.request(request.method, path, response.status_code, time.perf_counter() - start)
-        return response
+        start, status = time.perf_counter(), 500  # an exception escaping the app is a 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            path = getattr(request.scope.get("route"), "path", "unmatched")
+            metrics.request(request.method, path, status, time.perf_counter() - start)
 
     for exc, status in ((AdapterNotFound, 404), (AdapterMismatch, 409), (CheckpointError, 500)):
         app.add_exception_handler(exc, _handler(status))
@@ -300,11 +302,18 @@ def create_app(engine: Engine, limits: Limits | None = None, token: str | None =
     async def generate(body: GenerateRequest) -> dict:
         """Greedy continuation of each row under its adapter, the base model or an in-context prompt,
         stopping at `stop` strings or `max_new_tokens`."""
-        max_new_tokens = body.max_new_tokens or min(32, limits.max_new_tokens)
+        max_new_tokens = body.max_new_tokens
+        if max_new_tokens is None:
+            max_new_tokens = min(32, limits.max_new_tokens)
         if not 1 <= max_new_tokens <= limits.max_new_tokens:
             _invalid(f"max_new_tokens must be 1-{limits.max_new_tokens} (--max-new-tokens)")
+        if len(body.stop) > limits.max_stop_strings:
+            _invalid(
+                f"stop has {len(body.stop)} strings; the limit is {limits.max_stop_strings} (--max-stop-strings)"
+            )
         for j, s in enumerate(body.stop):
-            text(s, f"stop[{j}]")
+            if not 1 <= len(s) <= limits.max_stop_chars:
+                _invalid(f"stop[{j}] must have 1-{limits.max_stop_chars} characters (--max-stop-chars)")
         rows = await run_in_threadpool(rows_ok, body.requests, False)
         futures = engine.submit_generate(rows, max_new_tokens, tuple(body.stop))
         texts = await asyncio.gather(*map(asyncio.wrap_future, futures))

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,19 @@ class _Job:
     payload: Any
     future: Future = field(default_factory=Future)
     queued: float = field(default_factory=time.perf_counter)
+
+
+def _settle(job: _Job, result=None, error: BaseException | None = None) -> None:
+    """Resolve a job's future once; a future already resolved (or cancelled) is left as it is."""
+    if job.future.done():
+        return
+    try:
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+    except InvalidStateError:
+        pass
 
 
 class Batcher:
@@ -86,13 +99,29 @@ class Batcher:
         """A failed batch is retried row by row, so that one bad row fails only its own request (the
         handlers turn the exception into an HTTP error)."""
         if len(members) == 1:
-            members[0].future.set_exception(error)
+            _settle(members[0], error=error)
             return
         for j in members:
             try:
-                j.future.set_result(self.run(group, [j.payload])[0])
+                _settle(j, self.run(group, [j.payload])[0])
             except Exception as e:
-                j.future.set_exception(e)
+                _settle(j, error=e)
+
+    def _run_group(self, group, members: list[_Job]) -> None:
+        start = time.perf_counter()
+        waited = start - min(j.queued for j in members)
+        try:
+            results = self.run(group, [j.payload for j in members])
+            if len(results) != len(members):
+                raise RuntimeError(f"{len(results)} results for {len(members)} rows")
+        except Exception as e:
+            log.debug("batch %r failed", group, exc_info=True)
+            self._one_by_one(group, members, e)
+            return
+        for j, r in zip(members, results, strict=True):
+            _settle(j, r)
+        if self.observe is not None:
+            self.observe(group, len(members), time.perf_counter() - start, waited)
 
     def _loop(self) -> None:
         stopping = False
@@ -101,27 +130,23 @@ class Batcher:
             if first is None:
                 break
             jobs, stopping = self._gather(first)
+            # a caller that went away (cancelled its future) gets no compute
+            jobs = [j for j in jobs if j.future.set_running_or_notify_cancel()]
             groups: dict[Hashable, list[_Job]] = {}
             for j in jobs:
                 groups.setdefault(j.group, []).append(j)
             for group, members in groups.items():
-                start = time.perf_counter()
-                waited = start - min(j.queued for j in members)
                 try:
-                    results = self.run(group, [j.payload for j in members])
-                except Exception as e:
-                    log.debug("batch %r failed", group, exc_info=True)
-                    self._one_by_one(group, members, e)
-                    continue
-                for j, r in zip(members, results, strict=True):
-                    j.future.set_result(r)
-                if self.observe is not None:
-                    self.observe(group, len(members), time.perf_counter() - start, waited)
+                    self._run_group(group, members)
+                except BaseException as e:  # never die with futures unresolved: callers would wait forever
+                    log.exception("batch %r could not be delivered", group)
+                    for j in members:
+                        _settle(j, error=e)
         # fail whatever is still queued rather than leave callers waiting forever
         while True:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if job is not None:
-                job.future.set_exception(RuntimeError("the server is shutting down"))
+            if job is not None and job.future.set_running_or_notify_cancel():
+                _settle(job, error=RuntimeError("the server is shutting down"))

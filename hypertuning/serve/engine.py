@@ -27,6 +27,8 @@ class Limits:
     max_rows: int = 64  # rows per /v1/score or /v1/generate request
     max_choices: int = 32  # options per scored row
     max_new_tokens: int = 256  # generation length
+    max_stop_strings: int = 8  # stop strings per generation request
+    max_stop_chars: int = 64  # characters per stop string (transformers' stop-string table grows with both)
 
 
 @dataclass
@@ -63,14 +65,14 @@ class Engine:
     # -- called by request handlers (any thread) -----------------------------------------------------
     def encode(self, text: str, examples=None, instruction: str | None = None) -> tuple[list[int], bool]:
         """A row's downstream context: the input alone, or an in-context prompt with `examples` before it;
-        whether it was truncated to fit."""
+        whether it was cut to fit (input truncated or in-context examples dropped)."""
         stats: Counter = Counter()
         if examples:
             pairs = normalise_examples(examples)
             ids = self.downstream.encode_in_context(pairs, instruction, text, stats=stats)
         else:
             ids = self.downstream.encode_inputs([text], stats=stats)[0]
-        return ids, any(k.endswith("_truncated") for k in stats)
+        return ids, any(stats.values())
 
     def submit_create(self, examples, instruction: str | None):
         return self.batcher.submit(("create",), [(examples, instruction)])[0]

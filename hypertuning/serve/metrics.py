@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class Metrics:
     def __init__(self, store=None):
+        # imported here so that `hypertune` works without the serve extra installed
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
             "hypertuning_requests", "HTTP requests", ["method", "route", "status"], registry=r
@@ -48,4 +48,7 @@ class Metrics:
         self.queue_seconds.labels(op).observe(waited)
 
     def render(self) -> tuple[bytes, str]:
+        from prometheus_client import generate_latest
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
