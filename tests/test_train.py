@@ -123,6 +123,20 @@ def test_peft_task_hyper_init_starts_from_generated_parameters(tmp_path, target)
     assert not {e.input for e in obj.shots} & {e.input for e in obj.eval_examples}
 
 
+def test_peft_task_can_train_on_the_shots_only(tmp_path):
+    pool = Trainer(smoke("peft_task", tmp_path / "a", "peft.init=random", "peft.k=4")).objective
+    shots = Trainer(
+        smoke("peft_task", tmp_path / "b", "peft.init=random", "peft.k=4", "peft.train_on=shots")
+    ).objective
+    assert [e.input for e in shots.shots] == [e.input for e in pool.shots]  # the same K either way
+    assert len(shots.train_examples) == 4 < len(pool.train_examples)
+    seen = shots.downstream.tokenizer.batch_decode(shots.batch(list(range(12)))["input_ids"])
+    assert all(any(e.input in s for e in shots.shots) for s in seen)
+    assert shots.stream_fingerprint != pool.stream_fingerprint  # resuming one run as the other is refused
+    with pytest.raises(HypertuningError, match="train_on"):
+        Trainer(smoke("peft_task", tmp_path / "c", "peft.train_on=all"))
+
+
 def test_peft_task_shared_init_starts_from_mtf_peft(runs, tmp_path):
     src = runs["mtf_peft"] / "final"
     cfg = smoke("peft_task", tmp_path / "s", "peft.init=shared", f"peft.init_from={src}", "train.steps=2")

@@ -71,6 +71,7 @@ class PeftConfig:
     k: int = 16  # examples the hypermodel reads for hyper initialisation
     few_shot_seed: int | None = None  # None = the run seed
     pool_size: int = 64  # the held-out task's training pool; the rest is evaluated
+    train_on: str = "pool"  # peft_task: pool (the whole training pool) | shots (only the K examples shown)
 
 
 @dataclass

@@ -409,6 +409,8 @@ class PeftTask(PeftObjective):
             raise HypertuningError("peft_task needs peft.task: COLLECTION:TASK")
         if p.init not in ("random", "shared", "hyper"):
             raise HypertuningError(f"peft.init must be random, shared or hyper; got {p.init!r}")
+        if p.train_on not in ("pool", "shots"):
+            raise HypertuningError(f"peft.train_on must be pool or shots; got {p.train_on!r}")
         if p.init != "random" and not p.init_from:
             raise HypertuningError(f"peft.init={p.init} needs peft.init_from (a directory)")
         collection, _, name = p.task.rpartition(":")
@@ -416,11 +418,15 @@ class PeftTask(PeftObjective):
         seed = p.few_shot_seed if p.few_shot_seed is not None else cfg.seed
         self.shots, evaluation = heldout_shots(task, p.k, seed, p.pool_size)
         self.pool, _ = task.split(pool_size=max(p.pool_size, p.k), seed=0)
+        # "shots": back-propagation on exactly the K examples the hypermodel reads (adaptation-cost study)
+        self.train_examples = self.shots if p.train_on == "shots" else self.pool.examples
         self.task, self.eval_examples, self.stats = task, evaluation.examples, Counter()
         self.hyper = HyperModel.from_pretrained(p.init_from, self.downstream) if p.init == "hyper" else None
         self.module = self.build_module()
         self.initialise(p)
-        self.stream_fingerprint = config_hash(task.id, len(self.pool), p.pool_size, p.k, seed)
+        self.stream_fingerprint = config_hash(
+            task.id, len(self.pool), p.pool_size, p.k, seed, *(["shots"] if p.train_on == "shots" else [])
+        )
 
     def build_target(self):
         if self.hyper is not None:  # the generated parameters decide the shapes (rank, prefix length)
@@ -460,9 +466,9 @@ class PeftTask(PeftObjective):
         return ds.lm_batch(inputs, targets)
 
     def batch(self, indices):
-        n = len(self.pool)
+        n = len(self.train_examples)
         return self.encode(
-            [self.pool.examples[epoch_item(n, i, self.cfg.seed, "peft_task")] for i in indices]
+            [self.train_examples[epoch_item(n, i, self.cfg.seed, "peft_task")] for i in indices]
         )
 
     def validation(self):
