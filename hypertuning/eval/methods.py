@@ -185,9 +185,8 @@ class Hyper(Method):
     def __init__(self, models, path=None, label=None):
         super().__init__(models, path, label)
         from ..hyper import HyperModel
-        from ..models.base import DownstreamSpec
 
-        spec = DownstreamSpec.from_dict(_read_hyper_config(_needs_path(self))["downstream"])
+        spec = HyperModel.read_spec(_needs_path(self))
         self.hypermodel = HyperModel.from_pretrained(path, downstream=models.load(spec.checkpoint))
         self.hypermodel.to(models.device or "cpu")
 
@@ -206,15 +205,6 @@ class Hyper(Method):
         adaptation = self.adaptation(self.downstream(), adapter, task, shots, examples, took)
         adaptation.stats.update(dropped)
         return adaptation
-
-
-def _read_hyper_config(path: str) -> dict:
-    from .._io import read_json
-    from ..hyper.model import CONFIG_FILE
-
-    if not Path(path).is_dir():
-        raise HypertuningError(f"{path}: no such hypermodel directory")
-    return read_json(Path(path) / CONFIG_FILE, "hypermodel config")
 
 
 def parse_method(text: str) -> tuple[str | None, str, str | None]:

@@ -166,6 +166,19 @@ class HyperModel(nn.Module):
         write_json(out / CONFIG_FILE, asdict(self.config))  # last: marks a complete directory
         return out
 
+    @staticmethod
+    def read_spec(directory: str | os.PathLike) -> DownstreamSpec:
+        """The downstream model a saved hypermodel was built for, without loading the hypermodel (to load
+        that model first and hand it to `from_pretrained`)."""
+        d = Path(directory)
+        if not d.is_dir():
+            raise CheckpointError(f"{d}: no such hypermodel directory")
+        raw = read_json(d / CONFIG_FILE, "hypermodel config")
+        try:
+            return DownstreamSpec.from_dict(raw["downstream"])
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"{d / CONFIG_FILE}: corrupt hypermodel config ({e!r})") from None
+
     @classmethod
     def from_pretrained(
         cls, directory: str | os.PathLike, downstream=None, device: str | None = None

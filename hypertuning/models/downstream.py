@@ -269,12 +269,12 @@ class Downstream:
         groups: dict[tuple, list[int]] = {}
         for i, c in enumerate(contexts):
             groups.setdefault((tuple(c), id(adapter[i]) if per_row else 0), []).append(i)
-        rest = []
+        rest, shared = [], None if per_row else self.bind(adapter)
         for (ctx, _), rows in groups.items():
             if len(rows) < 2 or len(ctx) < max(min_length, 1) or any(not continuations[i] for i in rows):
                 rest.extend(rows)
                 continue
-            phi = self.bind(adapter[rows[0]] if per_row else adapter)
+            phi = self.bind(adapter[rows[0]]) if per_row else shared
             for s in range(0, len(rows), batch_size):  # bounds the repeated cache's memory
                 chunk = rows[s : s + batch_size]
                 with torch.no_grad():

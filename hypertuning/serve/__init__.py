@@ -26,19 +26,11 @@ def open_engine(
     ds = downstream if isinstance(downstream, Downstream) else None
     name = downstream if isinstance(downstream, str) else None
     if ds is None:
-        if isinstance(hypermodel, HyperModel):
-            name = name or hypermodel.spec.checkpoint
-        else:
-            from .._io import read_json
-            from ..hyper.model import CONFIG_FILE
-
-            config = read_json(Path(hypermodel) / CONFIG_FILE, "hypermodel config")
-            name = name or config.get("downstream", {}).get("checkpoint", "")
-        ds = load_downstream(name, dtype=dtype, device=device)
+        spec = hypermodel.spec if isinstance(hypermodel, HyperModel) else HyperModel.read_spec(hypermodel)
+        ds = load_downstream(name or spec.checkpoint, dtype=dtype, device=device)
     if not isinstance(hypermodel, HyperModel):
         hypermodel = HyperModel.from_pretrained(hypermodel, downstream=ds, device=device)
-    else:
-        ds.check_compatible(hypermodel.spec, "hypermodel")
+    # (Engine checks that the downstream model is the one the hypermodel was built for)
     root = Path(store) if store is not None else cache_dir() / "adapters"
     adapter_store = AdapterStore(
         root, hypermodel.fingerprint(), ds.spec.fingerprint, device=ds.device, cache_size=cache_size

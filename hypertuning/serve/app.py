@@ -210,11 +210,7 @@ def create_app(engine: Engine, limits: Limits | None = None, token: str | None =
                 _invalid(f"{where}: choices and output are for /v1/score")
             adapter = None
             if r.adapter is not None:
-                try:
-                    check_id(r.adapter)
-                except HypertuningError as e:
-                    _invalid(f"{where}.adapter: {e}")
-                adapter = engine.store.get(r.adapter)
+                adapter = engine.store.get(_id(r.adapter, f"{where}.adapter: "))
             context, truncated = engine.encode(r.input, examples, r.instruction)
             out.append(Row(context, adapter, choices if scoring else None, truncated))
         return out
@@ -246,7 +242,7 @@ def create_app(engine: Engine, limits: Limits | None = None, token: str | None =
         creations arriving together) and store it."""
         examples = examples_ok(body.examples, "examples")
         text(body.instruction, "instruction")
-        adapter, used, _took = await asyncio.wrap_future(engine.submit_create(examples, body.instruction))
+        adapter, used = await asyncio.wrap_future(engine.submit_create(examples, body.instruction))
         info = await run_in_threadpool(
             engine.store.put, adapter, body.name, len(examples), used, body.instruction
         )
@@ -322,11 +318,11 @@ def create_app(engine: Engine, limits: Limits | None = None, token: str | None =
     return app
 
 
-def _id(adapter_id: str) -> str:
+def _id(adapter_id: str, where: str = "") -> str:
     try:
         return check_id(adapter_id)
     except HypertuningError as e:
-        raise HTTPException(422, str(e)) from None
+        raise HTTPException(422, f"{where}{e}") from None
 
 
 def _handler(status: int):

@@ -3,7 +3,6 @@ each name their own adapter (or none, or bring their examples in context), batch
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -89,12 +88,8 @@ class Engine:
         if op == "create":
             tasks = [p[0] for p in payloads]
             stats = [Counter() for _ in payloads]
-            start = time.perf_counter()
             adapters = self.hypermodel.generate_batch(tasks, [p[1] for p in payloads], stats)
-            took = time.perf_counter() - start
-            return [
-                (a, len(t) - s["hyper_dropped"], took) for a, t, s in zip(adapters, tasks, stats, strict=True)
-            ]
+            return [(a, len(t) - s["hyper_dropped"]) for a, t, s in zip(adapters, tasks, stats, strict=True)]
         rows: list[Row] = payloads
         adapters = [r.adapter for r in rows]
         if op == "score":
