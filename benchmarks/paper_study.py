@@ -22,7 +22,6 @@ import argparse
 import json
 import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -40,17 +39,40 @@ def stages(a) -> list[tuple[str, str, list[str]]]:
     half = max(1, a.caclm_steps // 2)
     return [
         ("caclm_a", "caclm", [f"train.steps={half}"]),
-        ("caclm", "caclm", [f"hypermodel.init={r}/caclm_a/final", f"train.steps={a.caclm_steps - half}",
-                            "train.warmup_steps=0"]),
+        (
+            "caclm",
+            "caclm",
+            [
+                f"hypermodel.init={r}/caclm_a/final",
+                f"train.steps={a.caclm_steps - half}",
+                "train.warmup_steps=0",
+            ],
+        ),
         ("hyperlora", "mtf_hyper", [f"hypermodel.init={r}/caclm/final", f"train.steps={a.steps}"]),
         ("mtf_lora", "mtf_peft", [f"train.steps={a.steps}"]),
-        ("mtf_prefix", "mtf_peft", ["peft.target=prefix", "peft.options={prefix_len: 16}", f"train.steps={a.steps}"]),
+        (
+            "mtf_prefix",
+            "mtf_peft",
+            ["peft.target=prefix", "peft.options={prefix_len: 16}", f"train.steps={a.steps}"],
+        ),
         ("hyperlora_nocaclm", "mtf_hyper", ["hypermodel.init=null", f"train.steps={a.steps}"]),
-        ("hyperprefix_nocaclm", "mtf_hyper", ["hypermodel.init=null", "hypermodel.target=prefix",
-                                              "hypermodel.options={prefix_len: 16}", f"train.steps={a.steps}"]),
+        (
+            "hyperprefix_nocaclm",
+            "mtf_hyper",
+            [
+                "hypermodel.init=null",
+                "hypermodel.target=prefix",
+                "hypermodel.options={prefix_len: 16}",
+                f"train.steps={a.steps}",
+            ],
+        ),
         ("mtf_full", "mtf_full", [f"train.steps={a.steps}"]),
         ("mtf_fewshot", "mtf_fewshot", [f"train.steps={a.steps}"]),
-        ("hyperlora_caclm_half", "mtf_hyper", [f"hypermodel.init={r}/caclm_a/final", f"train.steps={a.steps}"]),
+        (
+            "hyperlora_caclm_half",
+            "mtf_hyper",
+            [f"hypermodel.init={r}/caclm_a/final", f"train.steps={a.steps}"],
+        ),
     ]
 
 
@@ -60,9 +82,15 @@ def peft_stages(a) -> list[tuple[str, str, list[str]]]:
     for task in a.peft_tasks:
         for init, src in (("random", None), ("shared", "mtf_lora"), ("hyper", "hyperlora")):
             name = f"peft_task/{task.replace('/', '_')}/{init}"
-            over = [f"peft.task={a.collection}:{task}", f"peft.init={init}", f"train.steps={a.peft_steps}",
-                    f"eval.every={max(1, a.peft_steps // 3)}", "eval.metric=score", f"train.lr={a.peft_lr}",
-                    "sweep=null"]  # one learning rate: the config's sweep (3 lr x 3 seeds) is 9x the time
+            over = [
+                f"peft.task={a.collection}:{task}",
+                f"peft.init={init}",
+                f"train.steps={a.peft_steps}",
+                f"eval.every={max(1, a.peft_steps // 3)}",
+                "eval.metric=score",
+                f"train.lr={a.peft_lr}",
+                "sweep=null",
+            ]  # one learning rate: the config's sweep (3 lr x 3 seeds) is 9x the time
             over.append(f"peft.init_from={a.runs}/{src}/final" if src else "peft.init_from=null")
             out.append((name, "peft_task", over))
     return out
@@ -94,7 +122,17 @@ def train_all(a, which) -> None:
         if done(ROOT / run):
             print(f"{name}: done, skipped")
             continue
-        sh(["hypertune", "train", "--resume", f"{a.configs}/{config}.yaml", f"run_dir={run}", *common(a), *over])
+        sh(
+            [
+                "hypertune",
+                "train",
+                "--resume",
+                f"{a.configs}/{config}.yaml",
+                f"run_dir={run}",
+                *common(a),
+                *over,
+            ]
+        )
 
 
 METHODS = [  # (label, kind, run): the rows of Table 1 and the ablations
@@ -112,10 +150,26 @@ METHODS = [  # (label, kind, run): the rows of Table 1 and the ablations
 
 
 def eval_cmd(a) -> list[str]:
-    cmd = ["hypertune", "eval", "--downstream", a.downstream, "--collection", a.collection, "--k", str(a.k),
-           "--seeds", *map(str, a.seeds), "--max-examples", str(a.max_examples),
-           "--max-input-tokens", str(a.input_tokens), "--max-in-context-tokens", str(a.hyper_tokens + a.input_tokens),
-           "--out", f"{a.runs}/eval"]
+    cmd = [
+        "hypertune",
+        "eval",
+        "--downstream",
+        a.downstream,
+        "--collection",
+        a.collection,
+        "--k",
+        str(a.k),
+        "--seeds",
+        *map(str, a.seeds),
+        "--max-examples",
+        str(a.max_examples),
+        "--max-input-tokens",
+        str(a.input_tokens),
+        "--max-in-context-tokens",
+        str(a.hyper_tokens + a.input_tokens),
+        "--out",
+        f"{a.runs}/eval",
+    ]
     if a.tasks:
         cmd += ["--tasks", *a.tasks]
     for label, kind, run in METHODS:
@@ -142,8 +196,10 @@ def report(a) -> None:
         s = summary(runs / name)
         if s:
             ev = (s.get("eval") or {}).get("eval_loss", float("nan"))
-            print(f"{name:<24} {s['steps']:>5} {s['elapsed_s'] / 60:>8.1f} {s['first_loss']:>10.3f} "
-                  f"{s['last_loss']:>9.3f} {ev:>8.3f}")
+            print(
+                f"{name:<24} {s['steps']:>5} {s['elapsed_s'] / 60:>8.1f} {s['first_loss']:>10.3f} "
+                f"{s['last_loss']:>9.3f} {ev:>8.3f}"
+            )
     res = runs / "eval" / "results.json"
     if res.exists():
         r = json.loads(res.read_text())
@@ -157,13 +213,16 @@ def report(a) -> None:
             return rows[label][AVG] if label in rows else float("nan")
 
         print("\n## Figure 4 shape: HyperLoRA's held-out AVG against hyperpretraining steps")
-        for label, caclm in (("HyperLoRA (no CACLM)", 0), ("HyperLoRA (half CACLM)", a.caclm_steps // 2),
-                             ("HyperLoRA", a.caclm_steps)):
+        for label, caclm in (
+            ("HyperLoRA (no CACLM)", 0),
+            ("HyperLoRA (half CACLM)", a.caclm_steps // 2),
+            ("HyperLoRA", a.caclm_steps),
+        ):
             if label in rows:
                 print(f"  {caclm:>5} CACLM steps: {avg(label):.2f} ± {std[label]:.2f}")
         print("\n## Prefix against LoRA (held-out AVG)")
-        for p, l in (("MTF-Prefix", "MTF-LoRA"), ("HyperPrefix (no CACLM)", "HyperLoRA (no CACLM)")):
-            print(f"  {p}: {avg(p):.2f}   {l}: {avg(l):.2f}")
+        for prefix, lora in (("MTF-Prefix", "MTF-LoRA"), ("HyperPrefix (no CACLM)", "HyperLoRA (no CACLM)")):
+            print(f"  {prefix}: {avg(prefix):.2f}   {lora}: {avg(lora):.2f}")
     print("\n## Table 6 shape: single-task LoRA by initialisation (held-out task score by PEFT step)")
     for task in a.peft_tasks:
         for init in ("random", "shared", "hyper"):
@@ -174,8 +233,9 @@ def report(a) -> None:
                 print(f"  {task:<32} {init:<7} " + "  ".join(f"step {s}: {v:.1f}" for s, v in curve))
     if res.exists():
         secs = json.loads(res.read_text()).get("adapt_seconds", {})
-        print("\nmedian adaptation seconds per task: " + ", ".join(f"{k} {v:.2f}" for k, v in secs.items() if v))
-    _ = statistics  # (kept for readers extending the report with spreads)
+        print(
+            "\nmedian adaptation seconds per task: " + ", ".join(f"{k} {v:.2f}" for k, v in secs.items() if v)
+        )
 
 
 def main() -> None:

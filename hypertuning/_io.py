@@ -60,17 +60,35 @@ def atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
-def atomic_dir(final: Path, build) -> Path:
-    """Build a directory in a temp sibling and rename it into place, so a crash never leaves half of one."""
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_dir(final: Path, build, durable: bool = False) -> Path:
+    """Build a directory in a temp sibling and rename it into place, so a crash never leaves half of one.
+
+    `durable`: also flush its files, itself and its parent to the disk before returning, so that a record
+    committed afterwards (the adapter store's index row) never outlives the data after a power loss; a
+    process crash alone is covered without it."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
         build(tmp)
         os.chmod(tmp, 0o777 & ~_umask())
+        if durable:
+            for f in sorted(tmp.rglob("*")):
+                _fsync(f)  # files and subdirectories (a directory's fsync makes its entries durable)
+            _fsync(tmp)
         try:
             os.replace(tmp, final)
         except OSError:  # another process finished first
             shutil.rmtree(tmp, ignore_errors=True)
+        if durable:
+            _fsync(final.parent)  # the rename itself
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -210,6 +210,33 @@ def test_crash_mid_write_leaves_no_half_adapter(serve, tmp_path, monkeypatch):
     assert [p.name for p in store.dir.iterdir()] == [keep]
 
 
+def test_adapter_files_reach_the_disk_before_the_index_row(serve, monkeypatch):
+    """After a power loss an index row must never point at files that were still in the page cache."""
+    import sqlite3
+
+    from hypertuning import _io
+
+    client, engine = serve()
+    synced, inserted_after = [], []
+    real_fsync, real_connect = _io._fsync, sqlite3.connect
+    monkeypatch.setattr(_io, "_fsync", lambda p: (synced.append(str(p)), real_fsync(p)))
+
+    class Spy(sqlite3.Connection):
+        def execute(self, sql, *args):
+            if sql.lstrip().upper().startswith("INSERT"):
+                inserted_after.append(len(synced))
+            return super().execute(sql, *args)
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **kw: real_connect(*a, factory=Spy, **kw))
+    adapter_id = _create(client, TASKS[0])
+    final = engine.store.dir / adapter_id
+    files = sorted(final.iterdir())
+    assert files and inserted_after == [len(synced)]  # every fsync happened before the one INSERT
+    names = {p.rsplit("/", 1)[-1] for p in synced}
+    assert {f.name for f in files} <= names  # each file, inside the temporary directory
+    assert str(engine.store.dir) in synced  # and the directory holding the rename
+
+
 def test_adapters_from_another_hypermodel_are_refused(serve, llama, tmp_path, tiny_dirs):
     client, _ = serve()
     foreign = _create(client, TASKS[0])

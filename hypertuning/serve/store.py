@@ -145,7 +145,7 @@ class AdapterStore:
             "examples_used": examples_used,
             "instruction": instruction,
         }
-        atomic_dir(self.dir / adapter_id, adapter.save_pretrained)
+        atomic_dir(self.dir / adapter_id, adapter.save_pretrained, durable=True)
         try:
             with self._db() as db:
                 db.execute(
