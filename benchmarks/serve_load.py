@@ -106,12 +106,12 @@ def main() -> None:
     hyper = Path(args.hypermodel)
     trained = (hyper / "hypermodel_config.json").is_file()
     if not trained:
-        from hypertuning import HyperModel, load_downstream
+        from _common import demo_sized_hypermodel
+
+        from hypertuning import load_downstream
 
         ds = load_downstream("smollm2-135m-instruct")
-        hyper = HyperModel.create(ds, target="lora", layers=4, max_input_tokens=384).save_pretrained(
-            work / "hypermodel"
-        )
+        hyper = demo_sized_hypermodel(ds).save_pretrained(work / "hypermodel")
         del ds
     port = _free_port()
     url = f"http://127.0.0.1:{port}"

@@ -51,7 +51,9 @@ def main() -> None:
         ds = load_downstream(hm.spec.checkpoint)
     else:
         ds = load_downstream("smollm2-135m-instruct")
-        hm = HyperModel.create(ds, target="lora", layers=4, max_input_tokens=384)
+        from _common import demo_sized_hypermodel
+
+        hm = demo_sized_hypermodel(ds)
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
         f"hypermodel {'trained: ' + args.hypermodel if trained else 'untrained, demo size'}; fp32"
