@@ -363,6 +363,50 @@ def test_peft_task_logs_the_task_score_and_report_plots(tmp_path, tiny_dirs, hyp
     assert (figures / "fig5_peft_init.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_peft_task_step_0_reproduces_the_evaluation_table(tmp_path, tiny_dirs, hyper_dir, monkeypatch):
+    """Figure 5's curves start where Table 1 stands: under hyper initialisation, a peft_task's score before
+    any step is `hypertune eval`'s score for that hypermodel, on the same subset of evaluation examples."""
+    import hypertuning.eval.runner as runner
+    import hypertuning.eval.scoring as scoring
+
+    scored: dict[str, list] = {}
+    real = scoring.score_task
+
+    def spy(downstream, task, examples, *a, **kw):
+        scored.setdefault("current", []).append([e.input for e in examples])
+        return real(downstream, task, examples, *a, **kw)
+
+    monkeypatch.setattr(scoring, "score_task", spy)
+    monkeypatch.setattr(runner, "score_task", spy)
+    coll = dict(name="toy", options={"label_tasks": 2, "examples": 60})
+    over = [
+        f"run_dir={tmp_path / 'p'}",
+        "sweep={}",
+        "train.steps=1",
+        "eval.every=1",
+        "eval.metric=score",
+        "eval.batches=2",
+        "peft.task=toy:label-0",
+        "peft.k=4",
+        "peft.pool_size=16",
+        "peft.init=hyper",
+        f"peft.init_from={hyper_dir}",
+        f"downstream.model={tiny_dirs['llama']}",
+        f"data.options={json.dumps(coll['options'])}",
+    ]
+    train(load_config(ROOT / "configs/smoke/peft_task.yaml", over))
+    recs = [json.loads(x) for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    step0 = next(r["eval_score"] for r in recs if r.get("step") == 0 and "eval_score" in r)
+    peft_examples = scored.pop("current")[0]
+
+    models = Models(str(tiny_dirs["llama"]))
+    task = get_collection("toy", **coll["options"]).load("label-0")
+    settings = EvalSettings(k=4, seeds=[0], max_examples=8, pool_size=16, batch_size=4)
+    res = evaluate(build_methods([f"H:hyper={hyper_dir}"], models), [task], settings, progress=False)
+    assert scored["current"] == [peft_examples] and len(peft_examples) == 8  # of 60 - 16 evaluated
+    assert res.records[0]["score"] == pytest.approx(step0)
+
+
 def test_score_evaluator_is_only_for_peft_task(tmp_path):
     cfg = load_config(
         ROOT / "configs/smoke/mtf_peft.yaml",

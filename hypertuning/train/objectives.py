@@ -420,7 +420,7 @@ class PeftTask(PeftObjective):
         self.pool, _ = task.split(pool_size=max(p.pool_size, p.k), seed=0)
         # "shots": back-propagation on exactly the K examples the hypermodel reads (adaptation-cost study)
         self.train_examples = self.shots if p.train_on == "shots" else self.pool.examples
-        self.task, self.eval_examples, self.stats = task, evaluation.examples, Counter()
+        self.task, self.evaluation, self.stats = task, evaluation, Counter()
         self.hyper = HyperModel.from_pretrained(p.init_from, self.downstream) if p.init == "hyper" else None
         self.module = self.build_module()
         self.initialise(p)
@@ -471,9 +471,17 @@ class PeftTask(PeftObjective):
             [self.train_examples[epoch_item(n, i, self.cfg.seed, "peft_task")] for i in indices]
         )
 
+    @property
+    def eval_examples(self) -> tuple:
+        """The evaluation examples: eval.batches x train.batch_size of them (all with eval.batches=0), the
+        same deterministic subset `hypertune eval --max-examples` scores, so that step 0 under the same
+        initialisation reproduces its table."""
+        n = self.cfg.eval.batches * self.cfg.train.batch_size
+        return self.evaluation.capped(n or None, seed=0).examples
+
     def validation(self):
         b = self.cfg.train.batch_size
-        ex = self.eval_examples[: b * self.cfg.eval.batches]
+        ex = self.eval_examples
         return [self.encode(ex[i : i + b]) for i in range(0, len(ex), b)]
 
 
@@ -509,8 +517,6 @@ def task_score(objective: Objective, module: nn.Module, batches: list[dict], dev
         )
     peft = objective.module  # not `module`, which accelerate may have wrapped (DDP)
     ds, examples = objective.downstream, list(objective.eval_examples)
-    if objective.cfg.eval.batches:
-        examples = examples[: objective.cfg.eval.batches * objective.cfg.train.batch_size]
     with torch.no_grad():
         phi = peft.target.bind({k: v.detach() for k, v in peft.params().items()})
     contexts = ds.encode_inputs([e.input for e in examples], stats=objective.stats)
