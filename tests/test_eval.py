@@ -392,7 +392,8 @@ def test_peft_task_step_0_reproduces_the_evaluation_table(tmp_path, tiny_dirs, h
         "peft.init=hyper",
         f"peft.init_from={hyper_dir}",
         f"downstream.model={tiny_dirs['llama']}",
-        f"data.options={json.dumps(coll['options'])}",
+        # a training cap that must not apply to the held-out task
+        f"data.options={json.dumps({**coll['options'], 'max_examples': 30})}",
     ]
     train(load_config(ROOT / "configs/smoke/peft_task.yaml", over))
     recs = [json.loads(x) for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]

@@ -414,7 +414,10 @@ class PeftTask(PeftObjective):
         if p.init != "random" and not p.init_from:
             raise HypertuningError(f"peft.init={p.init} needs peft.init_from (a directory)")
         collection, _, name = p.task.rpartition(":")
-        task = get_collection(collection or cfg.data.collection, **cfg.data.options).load(name)
+        # loaded as `hypertune eval` loads it: data.options' max_examples caps the training mixture's tasks,
+        # and capping the held-out task too would split it into other shots and evaluation examples
+        options = {k: v for k, v in cfg.data.options.items() if k != "max_examples"}
+        task = get_collection(collection or cfg.data.collection, **options).load(name)
         seed = p.few_shot_seed if p.few_shot_seed is not None else cfg.seed
         self.shots, evaluation = heldout_shots(task, p.k, seed, p.pool_size)
         self.pool, _ = task.split(pool_size=max(p.pool_size, p.k), seed=0)
