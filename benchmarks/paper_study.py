@@ -206,8 +206,8 @@ def report(a) -> None:
                 f"{s['last_loss']:>9.3f} {ev:>8.3f}"
             )
     res = runs / "eval" / "results.json"
-    if res.exists():
-        r = json.loads(res.read_text())
+    r = json.loads(res.read_text()) if res.exists() else None
+    if r:
         from hypertuning.eval.runner import format_table
 
         print(f"\n## Table 1 shape: held-out accuracy, mean over few-shot seeds {a.seeds} (± std of AVG)")
@@ -236,8 +236,8 @@ def report(a) -> None:
                 recs = [json.loads(x) for x in m.read_text().splitlines() if x.strip()]
                 curve = [(x["step"], x["eval_score"]) for x in recs if "eval_score" in x]
                 print(f"  {task:<32} {init:<7} " + "  ".join(f"step {s}: {v:.1f}" for s, v in curve))
-    if res.exists():
-        secs = json.loads(res.read_text()).get("adapt_seconds", {})
+    if r:
+        secs = r.get("adapt_seconds", {})
         print(
             "\nmedian adaptation seconds per task: " + ", ".join(f"{k} {v:.2f}" for k, v in secs.items() if v)
         )

@@ -423,7 +423,11 @@ class PeftTask(PeftObjective):
         self.pool, _ = task.split(pool_size=max(p.pool_size, p.k), seed=0)
         # "shots": back-propagation on exactly the K examples the hypermodel reads (adaptation-cost study)
         self.train_examples = self.shots if p.train_on == "shots" else self.pool.examples
-        self.task, self.evaluation, self.stats = task, evaluation, Counter()
+        # eval.batches x train.batch_size evaluation examples (all with eval.batches=0): the same deterministic
+        # subset `hypertune eval --max-examples` scores, so that step 0 under one initialisation reproduces it
+        n_eval = cfg.eval.batches * cfg.train.batch_size
+        self.eval_examples = evaluation.capped(n_eval or None, seed=0).examples
+        self.task, self.stats = task, Counter()
         self.hyper = HyperModel.from_pretrained(p.init_from, self.downstream) if p.init == "hyper" else None
         self.module = self.build_module()
         self.initialise(p)
@@ -473,14 +477,6 @@ class PeftTask(PeftObjective):
         return self.encode(
             [self.train_examples[epoch_item(n, i, self.cfg.seed, "peft_task")] for i in indices]
         )
-
-    @property
-    def eval_examples(self) -> tuple:
-        """The evaluation examples: eval.batches x train.batch_size of them (all with eval.batches=0), the
-        same deterministic subset `hypertune eval --max-examples` scores, so that step 0 under the same
-        initialisation reproduces its table."""
-        n = self.cfg.eval.batches * self.cfg.train.batch_size
-        return self.evaluation.capped(n or None, seed=0).examples
 
     def validation(self):
         b = self.cfg.train.batch_size
