@@ -6,8 +6,9 @@ the same predictions whatever it reads.
     python benchmarks/phi_sensitivity.py runs/study/hyperlora/final [more hypermodels] [--tasks ...]
 
 Per hypermodel, with each task's evaluation examples (the same as `hypertune eval --max-examples`):
-- phi distance: ||phi_a - phi_b|| / mean(||phi_a||, ||phi_b||) over all generated tensors, averaged over
-  pairs of seeds of one task ("same task") and over pairs of tasks at one seed ("other task");
+- phi distance: ||phi_a - phi_b|| / mean(||phi_a||, ||phi_b||) over all generated tensors
+  (`hypertuning.hyper.diagnostics`, which training also logs), the median over pairs of seeds of one task
+  ("same task") and over pairs of tasks at one seed ("other task");
 - answers changed: the share of evaluation examples whose ranked answer differs between the adapters from
   seeds 0 and 1 of the task, between the task's adapter and another task's (seed 0; the next task in the
   list), and between the task's adapter and the base model with no adapter.
@@ -22,14 +23,6 @@ import platform
 import statistics
 
 import torch
-
-
-def _flat(adapter) -> torch.Tensor:
-    return torch.cat([t.float().flatten() for _, t in sorted(adapter.phi.items())])
-
-
-def _dist(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / ((a.norm() + b.norm()) / 2))
 
 
 def main() -> None:
@@ -55,6 +48,7 @@ def main() -> None:
     from hypertuning.data.collections import get_collection
     from hypertuning.data.episodes import heldout_shots
     from hypertuning.eval.scoring import rank_choices
+    from hypertuning.hyper.diagnostics import flat_phi, relative_distance
 
     torch.set_grad_enabled(False)
     print(
@@ -71,15 +65,15 @@ def main() -> None:
             for seed in args.seeds:
                 shots, evaluation = heldout_shots(task, args.k, seed, up_to=True)
                 a = hm.generate([(e.input, e.target) for e in shots], task.instruction)
-                adapters[task.name, seed], phi[task.name, seed] = a, _flat(a)
+                adapters[task.name, seed], phi[task.name, seed] = a, flat_phi(a.phi, batched=False)[0]
             evals[task.name] = evaluation.capped(args.max_examples, seed=0).examples
         same = [
-            _dist(phi[t.name, s], phi[t.name, u])
+            relative_distance(phi[t.name, s], phi[t.name, u])
             for t in tasks
             for s, u in itertools.combinations(args.seeds, 2)
         ]
         other = [
-            _dist(phi[t.name, s], phi[v.name, s])
+            relative_distance(phi[t.name, s], phi[v.name, s])
             for s in args.seeds
             for t, v in itertools.combinations(tasks, 2)
         ]

@@ -116,3 +116,14 @@ def test_overlong_examples_drop_whole_examples(llama, caplog):
     x_id = hm.tokenizer.convert_tokens_to_ids("<x>")
     y_id = hm.tokenizer.convert_tokens_to_ids("<y>")
     assert (ids[0] == x_id).sum() == (ids[0] == y_id).sum() > 0  # no example was cut in half
+    kept = int((ids[0] == y_id).sum())
+    assert f"Dropped {20 - kept} of 20 hyper examples" in caplog.text
+
+    caplog.clear()  # the instruction is not an example: still "of 20", however many pieces were packed
+    ids, _ = hm.encode([many], ["Say yes."])
+    kept = int((ids[0] == y_id).sum())
+    assert (ids[0] == x_id).sum() == kept + 1
+    assert f"Dropped {20 - kept} of 20 hyper examples" in caplog.text
+    caplog.clear()  # the first example shortened, the rest packed after it: the total still counts it
+    ids, _ = hm.encode([[{"input": "word " * 60, "output": "yes"}, *many[:5]]])
+    assert "of 6 hyper examples" in caplog.text

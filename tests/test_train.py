@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from hypertuning import Adapter, CheckpointError, DownstreamMismatchError, HyperModel, HypertuningError
+from hypertuning.hyper.diagnostics import flat_phi, phi_spread, relative_distance
 from hypertuning.models.downstream import load_downstream
 from hypertuning.train import Trainer, load_config, train
 from hypertuning.train.config import expand_sweep, parse_override
@@ -94,6 +95,46 @@ def test_gradients_reach_hypermodel_not_frozen_downstream(tmp_path, name):
     trainer.optimizer.step()
     same = all(torch.equal(v, before[k]) for k, v in obj.downstream.model.state_dict().items())
     assert same is (name != "joint")
+
+
+def test_phi_spread_distances():
+    rows = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.0, 1.0]])
+    out = phi_spread(rows, ["a", "a", "b", "b"])
+    d01 = 0.1 / ((1 + (1.01**0.5)) / 2)
+    assert out["phi_same_task"] == pytest.approx((d01 + 0.0) / 2)  # median of the two same-task pairs
+    others = sorted([2**0.5, 2**0.5, ((1 + 0.81) ** 0.5) / ((1 + 1.01**0.5) / 2)] * 2)
+    assert out["phi_other_task"] == pytest.approx((others[1] + others[2]) / 2)
+    assert phi_spread(rows[:2], ["a", "b"]).keys() == {"phi_other_task"}  # no same-task pair
+    assert relative_distance(torch.zeros(3), torch.zeros(3)) == 0.0
+    with pytest.raises(ValueError, match="2 rows of phi but 3 groups"):
+        phi_spread(rows[:2], ["a", "b", "c"])
+    phi = {"b": torch.ones(2, 3, 2), "a": torch.zeros(2, 1)}  # flattened per row, in name order
+    assert flat_phi(phi).tolist() == [[0.0] + [1.0] * 6] * 2
+    assert flat_phi({"a": torch.zeros(1), "b": torch.ones(2)}, batched=False).tolist() == [[0, 1, 1]]
+
+
+@pytest.mark.parametrize("name", ["mtf_hyper", "joint"])
+def test_hypermodel_runs_log_how_far_phi_moves_with_the_examples(runs, name):
+    recs = [r for r in metrics(runs[name]) if "eval_loss" in r]
+    assert len(recs) == 3  # steps 0, 10, 20: every evaluation
+    assert all(0 < r["eval_phi_same_task"] < 2 and 0 < r["eval_phi_other_task"] < 2 for r in recs), recs
+    assert not any("eval_phi_same_task" in r for r in metrics(runs["mtf_peft"]))  # no hypermodel there
+
+
+def test_logged_phi_spread_is_the_final_hypermodels(runs, tmp_path):
+    last = [r for r in metrics(runs["mtf_hyper"]) if "eval_loss" in r][-1]
+    # a new run of the same config builds the same probes; given the trained weights it logs the same
+    obj = Trainer(smoke("mtf_hyper", tmp_path / "again", "train.steps=20")).objective
+    fresh = obj.diagnostics("cpu")
+    trained = HyperModel.from_pretrained(runs["mtf_hyper"] / "final", obj.downstream)
+    obj.hypermodel.load_state_dict(trained.state_dict())
+    again = obj.diagnostics("cpu")
+    assert again["eval_phi_same_task"] == pytest.approx(last["eval_phi_same_task"], rel=1e-5)
+    assert again["eval_phi_other_task"] == pytest.approx(last["eval_phi_other_task"], rel=1e-5)
+    assert fresh["eval_phi_other_task"] != pytest.approx(again["eval_phi_other_task"], rel=1e-3)
+    assert obj.hypermodel.training  # diagnostics leave the training mode as they found it
+    off = Trainer(smoke("mtf_hyper", tmp_path / "off", "eval.phi_probes=0")).objective
+    assert off.diagnostics("cpu") == {}
 
 
 @pytest.mark.parametrize("target", ["lora", "prefix", "prefix-mlp"])

@@ -60,6 +60,8 @@ def pack_pieces(
     stats: Counter | None = None,
     key: str = "examples",
     cut_first: bool = True,
+    lead: int = 0,
+    placed: int = 0,
 ) -> list[int]:
     """Token ids of the pieces joined by `joiner`, dropping whole pieces that would overflow `max_tokens`.
 
@@ -67,6 +69,10 @@ def pack_pieces(
     in-context prompt) is always kept and earlier ones fill what is left. A single piece longer than the
     whole budget is truncated (with a warning) rather than returning nothing. Counts go to
     `stats[f"{key}_dropped"]` and `stats[f"{key}_truncated"]`.
+
+    The count and the message are about examples: `lead` leading pieces are not examples (an instruction;
+    dropping it counts as `{key}_instruction_dropped`) and `placed` examples were already placed by the
+    caller before these pieces, so "Dropped 3 of 16" means 3 of the caller's 16 examples.
     """
     toks = [
         tokenizer(p if n == 0 else joiner + p, add_special_tokens=False)["input_ids"]
@@ -91,9 +97,13 @@ def pack_pieces(
             break
         ids += t
         kept += 1
-    dropped = len(toks) - kept
+    dropped = len(toks) - max(kept, lead)  # examples only
+    total = placed + len(toks) - lead
+    if kept < lead:
+        msg = f"Dropped the instruction and all {total - placed} {key} examples to fit {max_tokens} tokens"
+        _note(stats, f"{key}_instruction_dropped", msg)
     if dropped:
-        msg = f"Dropped {dropped} of {len(toks)} {key} examples to fit {max_tokens} tokens"
+        msg = f"Dropped {dropped} of {total} {key} examples to fit {max_tokens} tokens"
         _note(stats, f"{key}_dropped", msg, dropped)
     return ids + tail
 
@@ -133,9 +143,17 @@ def encode_examples(
             if not rest:
                 return first
             budget = max_tokens - len(first)
-            return first + pack_pieces(tokenizer, rest, budget, "", stats=stats, key="hyper", cut_first=False)
+            return first + pack_pieces(
+                tokenizer, rest, budget, "", stats=stats, key="hyper", cut_first=False, placed=1
+            )
     return pack_pieces(
-        tokenizer, hyper_pieces(examples, instruction), max_tokens, "", stats=stats, key="hyper"
+        tokenizer,
+        hyper_pieces(examples, instruction),
+        max_tokens,
+        "",
+        stats=stats,
+        key="hyper",
+        lead=int(bool(instruction)),
     )
 
 

@@ -208,7 +208,14 @@ class Downstream:
         pieces = in_context_pieces(examples, instruction, query)
         limit = self.max_in_context_tokens - (self.family.name == "t5")
         ids = pack_pieces(
-            self.tokenizer, pieces, limit, separator, keep_last=True, stats=stats, key="in_context"
+            self.tokenizer,
+            pieces,
+            limit,
+            separator,
+            keep_last=True,
+            stats=stats,
+            key="in_context",
+            lead=int(bool(instruction)),
         )
         return self.finish(ids)
 

@@ -109,6 +109,9 @@ class EvalConfig:
     every: int = 0  # 0 = only at the end
     metric: str = "loss"  # an EVALUATORS name
     batches: int = 4
+    # hypermodel objectives: tasks whose phi is generated from two sets of examples at each evaluation, to
+    # log eval_phi_same_task / eval_phi_other_task (does the hypermodel read its examples?); 0 turns it off
+    phi_probes: int = 4
 
 
 @dataclass
@@ -137,7 +140,7 @@ class RunConfig:
 
 # Keys a resumed run may change without changing its result.
 # (Not train.steps: the learning-rate schedule depends on it.)
-RESUMABLE_CHANGES = ("run_dir", "log.", "checkpoint.", "eval.every", "sweep")
+RESUMABLE_CHANGES = ("run_dir", "log.", "checkpoint.", "eval.every", "eval.phi_probes", "sweep")
 
 
 def _build(cls, d, where: str):

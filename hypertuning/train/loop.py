@@ -247,8 +247,13 @@ class Trainer:
             disable=not (acc.is_main_process and cfg.log.progress),
             dynamic_ncols=True,
         )
+
+        def evaluation() -> None:
+            rec = evaluate(self.objective, self.module, validation, acc.device)
+            self._log({"step": self.step, **rec, **self.objective.diagnostics(acc.device)})
+
         if cfg.eval.every and self.step == 0 and validation:  # the starting point of every curve
-            self._log({"step": 0, **evaluate(self.objective, self.module, validation, acc.device)})
+            evaluation()
         self.module.train()
         window_t0, window_tok = time.perf_counter(), 0
         while self.step < t.steps:
@@ -303,14 +308,12 @@ class Trainer:
                 self.window, window_tok, window_t0 = [0.0, 0], 0, time.perf_counter()
             bar.update(1)
             if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < t.steps and validation:
-                self._log(
-                    {"step": self.step, **evaluate(self.objective, self.module, validation, acc.device)}
-                )
+                evaluation()
             if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < t.steps:
                 self.save_checkpoint()
         bar.close()
         if validation:
-            self._log({"step": self.step, **evaluate(self.objective, self.module, validation, acc.device)})
+            evaluation()
         if acc.is_main_process:
             atomic_dir(final, lambda tmp: self.objective.save_final(tmp, self.step))
             write_json(self.run_dir / "summary.json", self.summary())

@@ -31,9 +31,10 @@ from ..data.collections import get_collection
 from ..data.collections.toy import toy_documents
 from ..data.episodes import EpisodeEncoder, EpisodeSampler, heldout_shots
 from ..data.format import pad_batch
-from ..data.task import check_state, config_hash, rng_for
+from ..data.task import check_state, config_hash, rng_for, sample_shots
 from ..errors import CheckpointError, HypertuningError
 from ..hyper import HyperModel
+from ..hyper.diagnostics import flat_phi, phi_spread
 from ..models.downstream import _fingerprint, load_downstream
 from ..peft import TARGETS
 from .config import RunConfig
@@ -156,6 +157,10 @@ class Objective:
     def validation(self) -> list[dict]:
         raise NotImplementedError
 
+    def diagnostics(self, device) -> dict:
+        """Extra numbers logged beside every evaluation (the loop adds them to the evaluator's)."""
+        return {}
+
     def save_final(self, directory: Path, step: int) -> None:
         raise NotImplementedError
 
@@ -229,8 +234,50 @@ class EpisodeObjective(Objective):
 
 
 class HyperObjective(EpisodeObjective):
+    _probes: tuple | None = None
+
     def build_hypermodel(self):
         return build_hypermodel(self.cfg, self.downstream)
+
+    def diagnostics(self, device) -> dict:
+        """eval_phi_same_task / eval_phi_other_task (see `hyper/diagnostics.py`): how far phi moves with
+        another set of examples of one validation task, and with another task. Both near 0 mean the
+        hypermodel ignores its examples, whatever the loss says."""
+        if not self.cfg.eval.phi_probes:
+            return {}
+        if self._probes is None:
+            self._probes = self.phi_probes(self.cfg.eval.phi_probes)
+        ids, mask, groups = self._probes
+        hm = self.hypermodel
+        was = hm.training
+        hm.eval()
+        try:
+            with torch.no_grad():
+                phi = hm(ids.to(device), mask.to(device))
+        finally:
+            hm.train(was)
+        return {f"eval_{k}": v for k, v in phi_spread(flat_phi(phi), groups).items()}
+
+    def phi_probes(self, n: int):
+        """Hypermodel inputs for `n` validation tasks spread over the list, two sets of K examples each
+        (one set when K=0 or with fixed demonstrations, which cannot differ); fixed for the whole run."""
+        s = self.val_sampler
+        m = min(n, len(s.tasks))
+        tasks = [s.tasks[i * len(s.tasks) // m] for i in range(m)]
+        sets = 2 if s.k and s.shots == "sample" else 1
+        seqs, groups = [], []
+        for t in tasks:
+            for j in range(sets):
+                if s.shots == "sample":
+                    shots = sample_shots(t.examples, s.k, self.cfg.seed, "phi_probe", t.id, j)
+                else:
+                    shots = list(t.demonstrations[: s.k])
+                pairs = [(e.input, e.target) for e in shots]
+                instruction = t.instruction if s.use_instruction else None
+                seqs.append(self.hypermodel.encode_ids(pairs, instruction, stats=Counter()))
+                groups.append(t.id)
+        ids, mask = pad_batch(seqs, self.hypermodel.tokenizer.pad_token_id or 0)
+        return ids, mask, groups
 
     def build_module(self):
         return HyperLM(self.hypermodel, self.downstream, self.trains_downstream)
