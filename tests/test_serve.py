@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from hypertuning import Adapter, HyperModel  # noqa: E402
 from hypertuning.client import Client, ServiceError  # noqa: E402
-from hypertuning.serve import AdapterStore, Limits, create_app, open_engine  # noqa: E402
+from hypertuning.serve import AdapterNotFound, AdapterStore, Limits, create_app, open_engine  # noqa: E402
 
 TASKS = [
     [{"input": "the cat", "output": "le chat"}, {"input": "the dog", "output": "le chien"}],
@@ -181,6 +181,36 @@ def test_restart_keeps_adapters(serve, tmp_path, llama, hypermodels):
     assert client2.delete(f"/v1/adapters/{ids[0]}").status_code == 200
     assert client2.get(f"/v1/adapters/{ids[0]}").status_code == 404
     assert not (engine2.store.dir / ids[0]).exists()
+
+
+def test_score_tokenises_each_rows_options_once(serve, monkeypatch):
+    client, engine = serve()
+    calls, real = [], engine.downstream.encode_targets
+    monkeypatch.setattr(
+        engine.downstream, "encode_targets", lambda texts, **kw: (calls.append(texts), real(texts, **kw))[1]
+    )
+    results = client.post("/v1/score", json={"requests": ROWS[:2]}).json()["results"]
+    assert calls == [ROWS[0]["choices"], ROWS[1]["choices"]]  # when the request is checked, not again
+    monkeypatch.undo()
+    assert [r["logprobs"] for r in results] == [
+        r["logprobs"] for r in client.post("/v1/score", json={"requests": ROWS[:2]}).json()["results"]
+    ]
+
+
+def test_servers_sharing_a_store_see_each_others_deletes(serve):
+    client, engine = serve()
+    keep, gone = _create(client, TASKS[0]), _create(client, TASKS[1])
+    store = engine.store
+    other = AdapterStore(store.root, store.hypermodel, store.downstream)  # a second server's store
+    for adapter_id in (keep, gone):
+        other.get(adapter_id)  # now in its cache
+    assert (other.misses, other.hits) == (2, 0)
+    assert client.delete(f"/v1/adapters/{gone}").status_code == 200  # through the first server
+    with pytest.raises(AdapterNotFound):
+        other.get(gone)  # not served from the stale cache
+    other.get(keep)
+    assert other.hits == 1 and other.misses == 2  # the adapter still indexed stays cached
+    other.close()
 
 
 def test_crash_mid_write_leaves_no_half_adapter(serve, tmp_path, monkeypatch):

@@ -42,10 +42,12 @@ def option_logprobs(
     adapter=None,
     normalisation: str = "none",
     batch_size: int = 8,
+    choice_ids: Sequence[Sequence[list[int]] | None] | None = None,
 ) -> list[list[float]]:
     """The (normalised) log-likelihood of every option after its context; all options of all contexts go
     through the model as one batched stream. `adapter` is None, one Adapter, or one Adapter (or None)
-    per context."""
+    per context. `choice_ids`: the options already tokenised by `downstream.encode_targets`, per context
+    (None for a context to tokenise here)."""
     if normalisation not in NORMALISATIONS:
         raise HypertuningError(
             f"normalisation must be one of {', '.join(NORMALISATIONS)}; got {normalisation!r}"
@@ -55,7 +57,8 @@ def option_logprobs(
     for i, (ctx, opts) in enumerate(zip(contexts, choices, strict=True)):
         if not opts:
             raise HypertuningError(f"example {i} has no answer options to rank")
-        for text, ids in zip(opts, downstream.encode_targets(list(opts)), strict=True):
+        given = choice_ids[i] if choice_ids is not None else None
+        for text, ids in zip(opts, given or downstream.encode_targets(list(opts)), strict=True):
             rows_ctx.append(ctx)
             rows_cont.append(ids)
             rows_len.append({"none": 1, "token": len(ids), "char": max(len(text), 1)}[normalisation])

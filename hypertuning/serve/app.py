@@ -203,7 +203,7 @@ def create_app(engine: Engine, limits: Limits | None = None, token: str | None =
                 for j, c in enumerate(choices):
                     text(c, f"{where}.choices[{j}]" if r.choices is not None else f"{where}.output")
                 try:  # here, so that a bad row fails its own request and not the batch it would join
-                    engine.downstream.encode_targets(choices)
+                    choice_ids = engine.downstream.encode_targets(choices)
                 except HypertuningError as e:
                     _invalid(f"{where}: {e}")
             elif r.choices is not None or r.output is not None:
@@ -212,7 +212,10 @@ def create_app(engine: Engine, limits: Limits | None = None, token: str | None =
             if r.adapter is not None:
                 adapter = engine.store.get(_id(r.adapter, f"{where}.adapter: "))
             context, truncated = engine.encode(r.input, examples, r.instruction)
-            out.append(Row(context, adapter, choices if scoring else None, truncated))
+            if scoring:
+                out.append(Row(context, adapter, choices, truncated, choice_ids))
+            else:
+                out.append(Row(context, adapter, None, truncated))
         return out
 
     api = [Depends(authorised)]

@@ -38,6 +38,7 @@ class Row:
     adapter: Adapter | None = None
     choices: list[str] | None = None  # scoring: options to rank (or one output to score)
     truncated: bool = False
+    choice_ids: list[list[int]] | None = None  # the options tokenised (by the request, which validates them)
 
 
 class Engine:
@@ -100,6 +101,7 @@ class Engine:
                 adapters,
                 normalisation=group[1],
                 batch_size=self.forward_batch,
+                choice_ids=[r.choice_ids for r in rows],
             )
         _, max_new_tokens, stop = group
         return self.downstream.generate_ids(
