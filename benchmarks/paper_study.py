@@ -22,6 +22,7 @@ import argparse
 import json
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -31,6 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Multiple-choice BIG-bench Lite tasks with short inputs (the CPU demo's), so in-context stays affordable.
 TASKS = ["hindu_knowledge", "known_unknowns", "logical_deduction/three_objects", "novel_concepts", "winowhy"]
+
+
+PREFIX = ["hypermodel.target=prefix", "hypermodel.options={prefix_len: 16}"]
 
 
 def stages(a) -> list[tuple[str, str, list[str]]]:
@@ -61,8 +65,7 @@ def stages(a) -> list[tuple[str, str, list[str]]]:
             "mtf_hyper",
             [
                 "hypermodel.init=null",
-                "hypermodel.target=prefix",
-                "hypermodel.options={prefix_len: 16}",
+                *PREFIX,
                 f"train.steps={a.steps}",
             ],
         ),
@@ -73,6 +76,24 @@ def stages(a) -> list[tuple[str, str, list[str]]]:
             "mtf_hyper",
             [f"hypermodel.init={r}/caclm_a/final", f"train.steps={a.steps}"],
         ),
+        # HyperPrefix after hyperpretraining: a CACLM hypermodel emits one target, so prefixes get their own
+        # CACLM run, in the same two legs as LoRA's
+        ("caclm_prefix_a", "caclm", [*PREFIX, f"train.steps={half}"]),
+        (
+            "caclm_prefix",
+            "caclm",
+            [
+                *PREFIX,
+                f"hypermodel.init={r}/caclm_prefix_a/final",
+                f"train.steps={a.caclm_steps - half}",
+                "train.warmup_steps=0",
+            ],
+        ),
+        (
+            "hyperprefix",
+            "mtf_hyper",
+            [*PREFIX, f"hypermodel.init={r}/caclm_prefix/final", f"train.steps={a.steps}"],
+        ),
     ]
 
 
@@ -81,23 +102,35 @@ def stages(a) -> list[tuple[str, str, list[str]]]:
 LAST = {"mtf_fewshot"}
 
 
+INITS = (("random", None), ("shared", "mtf_lora"), ("hyper", "hyperlora"))
+
+
+def peft_run(task: str, init: str, seed: int) -> str:
+    """Seed 0 keeps the name of the study's first Table 6 runs."""
+    return f"peft_task/{task.replace('/', '_')}/{init}" + (f"-seed{seed}" if seed else "")
+
+
 def peft_stages(a) -> list[tuple[str, str, list[str]]]:
-    """Table 6: single-task LoRA from random, shared (MTF-LoRA) and hyper (HyperLoRA) initialisation."""
+    """Table 6: single-task LoRA from random, shared (MTF-LoRA) and hyper (HyperLoRA) initialisation, one
+    learning rate (the config's sweep of 3 learning rates x 3 seeds is 9x the time) and `--peft-seeds`
+    (the training seed, which also picks the K examples the hypermodel reads; the evaluation examples stay
+    the same)."""
     out = []
-    for task in a.peft_tasks:
-        for init, src in (("random", None), ("shared", "mtf_lora"), ("hyper", "hyperlora")):
-            name = f"peft_task/{task.replace('/', '_')}/{init}"
-            over = [
-                f"peft.task={a.collection}:{task}",
-                f"peft.init={init}",
-                f"train.steps={a.peft_steps}",
-                f"eval.every={max(1, a.peft_steps // 3)}",
-                "eval.metric=score",
-                f"train.lr={a.peft_lr}",
-                "sweep=null",
-            ]  # one learning rate: the config's sweep (3 lr x 3 seeds) is 9x the time
-            over.append(f"peft.init_from={a.runs}/{src}/final" if src else "peft.init_from=null")
-            out.append((name, "peft_task", over))
+    for seed in a.peft_seeds:  # seed-major: every task and initialisation at one seed before the next
+        for task in a.peft_tasks:
+            for init, src in INITS:
+                over = [
+                    f"peft.task={a.collection}:{task}",
+                    f"peft.init={init}",
+                    f"seed={seed}",
+                    f"train.steps={a.peft_steps}",
+                    f"eval.every={max(1, a.peft_steps // 3)}",
+                    "eval.metric=score",
+                    f"train.lr={a.peft_lr}",
+                    "sweep=null",
+                ]
+                over.append(f"peft.init_from={a.runs}/{src}/final" if src else "peft.init_from=null")
+                out.append((peft_run(task, init, seed), "peft_task", over))
     return out
 
 
@@ -148,6 +181,7 @@ METHODS = [  # (label, kind, run): the rows of Table 1 and the ablations
     ("MTF-Prefix", "peft", "mtf_prefix"),
     ("MTF-LoRA", "peft", "mtf_lora"),
     ("HyperPrefix (no CACLM)", "hyper", "hyperprefix_nocaclm"),
+    ("HyperPrefix", "hyper", "hyperprefix"),
     ("HyperLoRA (no CACLM)", "hyper", "hyperlora_nocaclm"),
     ("HyperLoRA (half CACLM)", "hyper", "hyperlora_caclm_half"),
     ("HyperLoRA", "hyper", "hyperlora"),
@@ -196,14 +230,23 @@ def report(a) -> None:
     runs = ROOT / a.runs
     print(f"\nhost: {platform.machine()} {platform.processor() or ''}, python {platform.python_version()}")
     print("\n## Training runs (hypertune train; seconds are the run's own training time)")
-    print(f"{'run':<24} {'steps':>5} {'minutes':>8} {'first loss':>10} {'last loss':>9} {'val loss':>8}")
+    print(
+        "(phi same / other: eval_phi_same_task / eval_phi_other_task at the end; hypermodel runs since they"
+    )
+    print(" were logged)")
+    print(
+        f"{'run':<30} {'steps':>5} {'minutes':>8} {'first loss':>10} {'last loss':>9} {'val loss':>8} "
+        f"{'phi same':>8} {'phi other':>9}"
+    )
     for name, _, _ in stages(a) + peft_stages(a):
         s = summary(runs / name)
         if s:
-            ev = (s.get("eval") or {}).get("eval_loss", float("nan"))
+            ev = s.get("eval") or {}
+            nan = float("nan")
             print(
-                f"{name:<24} {s['steps']:>5} {s['elapsed_s'] / 60:>8.1f} {s['first_loss']:>10.3f} "
-                f"{s['last_loss']:>9.3f} {ev:>8.3f}"
+                f"{name:<30} {s['steps']:>5} {s['elapsed_s'] / 60:>8.1f} {s['first_loss']:>10.3f} "
+                f"{s['last_loss']:>9.3f} {ev.get('eval_loss', nan):>8.3f} "
+                f"{ev.get('eval_phi_same_task', nan):>8.4f} {ev.get('eval_phi_other_task', nan):>9.4f}"
             )
     res = runs / "eval" / "results.json"
     r = json.loads(res.read_text()) if res.exists() else None
@@ -226,16 +269,34 @@ def report(a) -> None:
             if label in rows:
                 print(f"  {caclm:>5} CACLM steps: {avg(label):.2f} ± {std[label]:.2f}")
         print("\n## Prefix against LoRA (held-out AVG)")
-        for prefix, lora in (("MTF-Prefix", "MTF-LoRA"), ("HyperPrefix (no CACLM)", "HyperLoRA (no CACLM)")):
+        pairs = (
+            ("MTF-Prefix", "MTF-LoRA"),
+            ("HyperPrefix (no CACLM)", "HyperLoRA (no CACLM)"),
+            ("HyperPrefix", "HyperLoRA"),
+        )
+        for prefix, lora in pairs:
             print(f"  {prefix}: {avg(prefix):.2f}   {lora}: {avg(lora):.2f}")
     print("\n## Table 6 shape: single-task LoRA by initialisation (held-out task score by PEFT step)")
     for task in a.peft_tasks:
-        for init in ("random", "shared", "hyper"):
-            m = runs / "peft_task" / task.replace("/", "_") / init / "metrics.jsonl"
-            if m.exists():
-                recs = [json.loads(x) for x in m.read_text().splitlines() if x.strip()]
-                curve = [(x["step"], x["eval_score"]) for x in recs if "eval_score" in x]
-                print(f"  {task:<32} {init:<7} " + "  ".join(f"step {s}: {v:.1f}" for s, v in curve))
+        for init, _ in INITS:
+            curves = {}
+            for seed in a.peft_seeds:
+                m = runs / peft_run(task, init, seed) / "metrics.jsonl"
+                if m.exists():
+                    recs = [json.loads(x) for x in m.read_text().splitlines() if x.strip()]
+                    curves[seed] = {x["step"]: x["eval_score"] for x in recs if "eval_score" in x}
+                    curve = curves[seed].items()
+                    print(
+                        f"  {task:<32} {init:<7} seed {seed} "
+                        + "  ".join(f"step {s}: {v:.1f}" for s, v in curve)
+                    )
+            if len(curves) > 1:  # the mean over the seeds that have every step
+                steps = sorted(set.intersection(*(set(c) for c in curves.values())))
+                mean = {s: statistics.mean(c[s] for c in curves.values()) for s in steps}
+                print(
+                    f"  {task:<32} {init:<7} mean of {len(curves)} "
+                    + "  ".join(f"step {s}: {v:.1f}" for s, v in mean.items())
+                )
     if r:
         secs = r.get("adapt_seconds", {})
         print(
@@ -258,6 +319,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--max-examples", type=int, default=32)
     ap.add_argument("--peft-tasks", nargs="*", default=["logical_deduction/three_objects", "novel_concepts"])
+    ap.add_argument("--peft-seeds", nargs="+", type=int, default=[0, 1, 2], help="Table 6 seeds")
     ap.add_argument("--peft-steps", type=int, default=30)
     ap.add_argument("--peft-lr", type=float, default=3e-4)
     ap.add_argument("--report", action="store_true", help="only print the report")
