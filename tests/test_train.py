@@ -216,6 +216,15 @@ def test_sweep_runs_each_combination(tmp_path):
 
 
 # -- resumption -------------------------------------------------------------------------------------------
+def test_resume_without_a_checkpoint_logs_step_0_once(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()  # what a run killed before its first checkpoint leaves: its step-0 evaluation
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 0, "eval_loss": 9.0}) + "\n")
+    Trainer(smoke("mtf_peft", run, "train.steps=2", "eval.every=1")).fit(resume=True)
+    recs = [r for r in metrics(run) if "eval_loss" in r]
+    assert [r["step"] for r in recs] == [0, 1, 2] and recs[0]["eval_loss"] != 9.0
+
+
 def _cli(run_dir: Path, *extra: str) -> list[str]:
     # T5 (dropout 0.1 in both models) so that restoring the RNG state matters; accumulation and
     # evaluation on, as in real runs

@@ -352,8 +352,9 @@ class Trainer:
         return read_json_lines(self.run_dir / METRICS)
 
     def _trim_metrics(self) -> None:
-        """On resume, drop records written after the checkpoint (they will be written again)."""
-        recs = [r for r in self.read_metrics() if r.get("step", 0) <= self.step]
+        """On resume, drop records written after the checkpoint (they will be written again); all of them
+        when there was no checkpoint to resume (the run starts again at step 0 and logs step 0 again)."""
+        recs = [r for r in self.read_metrics() if r.get("step", 0) <= self.step] if self.step else []
         write_json_lines(self.run_dir / METRICS, recs)
 
 
