@@ -121,6 +121,18 @@ def test_hypermodel_runs_log_how_far_phi_moves_with_the_examples(runs, name):
     assert not any("eval_phi_same_task" in r for r in metrics(runs["mtf_peft"]))  # no hypermodel there
 
 
+def test_phi_probes_are_skipped_when_parameters_are_sharded(tmp_path, monkeypatch):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    over = ["train.steps=1", "checkpoint.every=0", "train.max_grad_norm=0"]  # FSDP clips its own way
+    trainer = Trainer(smoke("mtf_hyper", tmp_path, *over))
+    monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType.FSDP))
+    monkeypatch.setattr(trainer.objective, "diagnostics", lambda device: pytest.fail("ran under FSDP"))
+    trainer.fit()
+    assert [r["step"] for r in metrics(tmp_path) if "eval_loss" in r] == [0, 1]
+
+
 def test_logged_phi_spread_is_the_final_hypermodels(runs, tmp_path):
     last = [r for r in metrics(runs["mtf_hyper"]) if "eval_loss" in r][-1]
     # a new run of the same config builds the same probes; given the trained weights it logs the same

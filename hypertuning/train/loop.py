@@ -248,9 +248,15 @@ class Trainer:
             dynamic_ncols=True,
         )
 
+        # the diagnostics run the unwrapped hypermodel, whose parameters FSDP and DeepSpeed shard
+        sharded = acc.distributed_type.value in ("FSDP", "DEEPSPEED", "MEGATRON_LM")
+        if sharded and cfg.eval.phi_probes:
+            log.info("eval.phi_probes is skipped under %s (sharded parameters)", acc.distributed_type.value)
+
         def evaluation() -> None:
             rec = evaluate(self.objective, self.module, validation, acc.device)
-            self._log({"step": self.step, **rec, **self.objective.diagnostics(acc.device)})
+            extra = {} if sharded else self.objective.diagnostics(acc.device)
+            self._log({"step": self.step, **rec, **extra})
 
         if cfg.eval.every and self.step == 0 and validation:  # the starting point of every curve
             evaluation()
