@@ -3,8 +3,9 @@
 A hypermodel can lower its training loss by emitting one task-agnostic adapter whatever it reads (a shared
 MTF-LoRA reached by another route); our cpu-small study did exactly that (BENCHMARKS.md, issue 8 part 4).
 Its sign is that phi barely moves: between two sets of examples of one task, and between tasks. Training
-logs these two numbers (`eval_phi_same_task`, `eval_phi_other_task`) at each evaluation, and
-`benchmarks/phi_sensitivity.py` reports them for a finished hypermodel.
+logs these two numbers (`eval_phi_same_task`, `eval_phi_other_task`) at each evaluation;
+`benchmarks/phi_spread.py` recomputes them for finished runs and `benchmarks/phi_sensitivity.py` measures
+the same distances, and the answers they change, on held-out tasks.
 """
 
 from __future__ import annotations

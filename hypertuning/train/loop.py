@@ -249,13 +249,17 @@ class Trainer:
         )
 
         # the diagnostics run the unwrapped hypermodel, whose parameters FSDP and DeepSpeed shard
-        sharded = acc.distributed_type.value in ("FSDP", "DEEPSPEED", "MEGATRON_LM")
+        from accelerate.utils import DistributedType
+
+        shards = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+        sharded = acc.distributed_type in shards
         if sharded and cfg.eval.phi_probes:
             log.info("eval.phi_probes is skipped under %s (sharded parameters)", acc.distributed_type.value)
+        probe = acc.is_main_process and not sharded  # only the main process logs them
 
         def evaluation() -> None:
             rec = evaluate(self.objective, self.module, validation, acc.device)
-            extra = {} if sharded else self.objective.diagnostics(acc.device)
+            extra = self.objective.diagnostics(acc.device) if probe else {}
             self._log({"step": self.step, **rec, **extra})
 
         if cfg.eval.every and self.step == 0 and validation:  # the starting point of every curve
