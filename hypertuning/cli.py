@@ -45,24 +45,40 @@ def _adapt(args) -> None:
 def _collection(args):
     from .data.collections import get_collection
 
-    opts = {k: v for k, v in (("path", args.path), ("max_examples", args.max_examples)) if v is not None}
+    given = (
+        ("path", args.path),
+        ("max_examples", args.max_examples),
+        ("remap", getattr(args, "remap", None)),
+    )
+    opts = {k: v for k, v in given if v is not None}
     return get_collection(args.collection, **opts)
 
 
 def _tasks_list(args) -> None:
     coll = _collection(args)
     train, held = coll.split()
-    role = {n: "train" for n in train} | {n: "held-out" for n in held}
+    skipped = getattr(coll, "skipped", {})  # a remap= view: tasks without a fixed label set
+    role = {n: "train" for n in train} | {n: "held-out" for n in held} | dict.fromkeys(skipped, "skipped")
     names = coll.task_names()
-    print(f"{'task':<58} {'examples':>8}  {'type':<8} {'split':<9} metrics")
+    print(f"{'task':<58} {'examples':>8}  {'type':<8} {'split':<9} {'chance':>6}  metrics / notes")
     for n in names:
+        if n in skipped:
+            print(f"{n:<58} {'':>8}  {'':<8} {'skipped':<9} {'':>6}  {skipped[n]}")
+            continue
         info = coll.describe(n)
         kind = "choice" if info["multiple_choice"] else "generate"
-        metrics = ",".join(info["metrics"])
-        print(f"{n:<58} {info['examples']:>8}  {kind:<8} {role.get(n, 'reserved'):<9} {metrics}")
+        chance = info.get("chance")
+        notes = ",".join(info["metrics"])
+        if "family" in info:
+            notes += f"  [{info['family']}] {info['about']}"
+        if "label_map" in info:
+            notes += "  " + ", ".join(f"{a}->{b}" for a, b in info["label_map"].items())
+        shown = "" if chance is None else f"{chance:.1f}"
+        print(f"{n:<58} {info['examples']:>8}  {kind:<8} {role.get(n, 'reserved'):<9} {shown:>6}  {notes}")
     print(
         f"{len(names)} tasks in {coll.name}: {len(train)} train, {len(held)} held-out, "
-        f"{len(names) - len(train) - len(held)} reserved"
+        f"{len(names) - len(train) - len(held) - len(skipped)} reserved"
+        + (f", {len(skipped)} skipped (no fixed label set to remap)" if skipped else "")
     )
 
 
@@ -149,7 +165,9 @@ def _train(args) -> None:
 
 def _eval(args) -> None:
     from .data.collections import parse_task_id
-    from .eval import EvalSettings, Models, build_methods, evaluate, format_table
+    from .data.remap import SkipTask
+    from .eval import EvalSettings, Models, build_methods, evaluate
+    from .eval.runner import format_results
 
     limits = {
         "max_input_tokens": args.max_input_tokens,
@@ -163,12 +181,18 @@ def _eval(args) -> None:
         models.base_name = named[0] if named else "smollm2-135m-instruct"
     coll = _collection(args)
     names = args.tasks or coll.split()[1]
-    tasks = []
+    tasks, skipped = [], {}
     for n in names:
         c, name = parse_task_id(n, coll.name)
         if c != coll.name:
             raise HypertuningError(f"task {n!r} is not in collection {coll.name!r} (--collection)")
-        tasks.append(coll.load(name))
+        try:
+            tasks.append(coll.load(name))
+        except SkipTask as e:
+            skipped[f"{coll.name}:{name}"] = str(e)
+    skipped.update({f"{coll.name}:{n}": why for n, why in getattr(coll, "skipped", {}).items()})
+    if not tasks:
+        raise HypertuningError(f"no task to evaluate: {len(skipped)} skipped (see --remap)")
     settings = EvalSettings(
         k=args.k,
         seeds=args.seeds,
@@ -176,10 +200,10 @@ def _eval(args) -> None:
         pool_size=args.pool_size,
         normalisation=args.normalisation,
         batch_size=args.batch_size,
+        dependence=args.dependence,
     )
-    results = evaluate(methods, tasks, settings, args.out, progress=not args.quiet)
-    columns, rows, spread = results.table(group=not args.no_group)
-    print(format_table(columns, rows, spread))
+    results = evaluate(methods, tasks, settings, args.out, progress=not args.quiet, skipped=skipped)
+    print(format_results(results, group=not args.no_group))
     for task, why in results.skipped.items():
         print(f"skipped {task}: {why}")
     if args.out:
@@ -291,6 +315,12 @@ def _adapters(args) -> None:
                 print(json.dumps({"input": row["input"], **res}), flush=True)
 
 
+REMAP_HELP = (
+    "replace the labels of tasks with a fixed label set by made-up symbols drawn with this seed "
+    "(a must-read view; other tasks are skipped)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hypertune", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -333,9 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("show", "print one formatted episode"),
     ):
         s = tsub.add_parser(name, help=helptext)
-        s.add_argument("--collection", default="bigbench", help="bigbench, p3, sni, metaicl or local")
+        s.add_argument(
+            "--collection", default="bigbench", help="bigbench, mustread, p3, sni, metaicl or local"
+        )
         s.add_argument("--path", default=None, help="where the collection's files are (local dumps)")
         s.add_argument("--max-examples", type=int, default=None, help="cap examples per task")
+        s.add_argument("--remap", type=int, default=None, metavar="SEED", help=REMAP_HELP)
         if name == "list":
             s.set_defaults(func=_tasks_list)
         else:
@@ -367,8 +400,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--downstream", default=None, help="model for zero-shot/in-context (default: the hypermodel's)"
     )
-    s.add_argument("--collection", default="bigbench")
+    s.add_argument("--collection", default="bigbench", help="bigbench, mustread, p3, sni, metaicl or local")
     s.add_argument("--path", default=None, help="where the collection's files are (local dumps)")
+    s.add_argument("--remap", type=int, default=None, metavar="SEED", help=REMAP_HELP)
+    s.add_argument(
+        "--dependence",
+        choices=["auto", "all", "off"],
+        default="auto",
+        help="how much answers change with the examples (extra passes): auto = on must-read tasks "
+        "(mustread, --remap), all, off",
+    )
     s.add_argument(
         "--tasks", nargs="+", default=None, help="task names (default: the held-out list, BIG-bench Lite)"
     )

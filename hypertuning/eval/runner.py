@@ -22,6 +22,7 @@ from .._io import atomic_write, read_json, read_json_lines, write_json
 from ..data.episodes import heldout_shots
 from ..data.task import Task
 from ..errors import DataError, HypertuningError
+from .dependence import FIGURES, MODES, chance, dependence, wanted
 from .methods import Method, shots_hash
 from .scoring import NORMALISATIONS, score_task
 
@@ -37,8 +38,13 @@ class EvalSettings:
     pool_size: int = 64  # each task's few-shot pool; the rest is evaluated
     normalisation: str = "none"  # option log-likelihood normalisation: none | token | char
     batch_size: int = 8
+    # example-dependence figures (eval/dependence.py) for methods that read examples: auto = on
+    # must-read tasks (mustread, remap=), all, off
+    dependence: str = "auto"
 
     def __post_init__(self):
+        if self.dependence not in MODES:
+            raise HypertuningError(f"dependence must be one of {', '.join(MODES)}; got {self.dependence!r}")
         if self.normalisation not in NORMALISATIONS:
             raise HypertuningError(
                 f"normalisation must be one of {', '.join(NORMALISATIONS)}; got {self.normalisation!r}"
@@ -48,7 +54,8 @@ class EvalSettings:
 
     # what a stored record depends on; a resumed evaluation must match it
     def fingerprint(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("seeds", "batch_size")}
+        # `dependence` adds fields to records without changing their scores
+        return {k: v for k, v in asdict(self).items() if k not in ("seeds", "batch_size", "dependence")}
 
 
 def evaluate(
@@ -57,13 +64,15 @@ def evaluate(
     settings: EvalSettings,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    skipped: dict[str, str] | None = None,
 ) -> Results:
     """Score every method on every task at every seed; with `out_dir`, results are written there and an
-    earlier, interrupted evaluation into the same directory is continued."""
+    earlier, interrupted evaluation into the same directory is continued. `skipped`: tasks left out before
+    evaluation (task id -> why), reported with the ones skipped here."""
     out = Path(out_dir) if out_dir is not None else None
     records = _resume(out, methods, settings) if out is not None else []
     done = {(r["method"], r["task"], r["seed"]) for r in records}
-    skipped: dict[str, str] = {}
+    skipped = dict(skipped or {})
 
     def pending(task: Task, seed: int) -> list[Method]:
         # methods that read no examples are scored at the first seed only
@@ -89,17 +98,14 @@ def evaluate(
             examples = evaluation.capped(settings.max_examples, seed=0).examples
             for m in mine:
                 bar.set_postfix_str(f"{m.label} {task.name}", refresh=False)
+
+                def predict(shown_task, shown, evaluated, m=m, task=task):
+                    a = m.adapt(shown_task, shown, evaluated)
+                    return _score(a, task, evaluated, settings)
+
                 adaptation = m.adapt(task, shots, examples)
                 start = time.perf_counter()
-                result = score_task(
-                    adaptation.downstream,
-                    task,
-                    examples,
-                    adaptation.contexts,
-                    adaptation.adapter,
-                    settings.normalisation,
-                    settings.batch_size,
-                )
+                result = _score(adaptation, task, examples, settings, full=True)
                 rec = {
                     "method": m.label,
                     "path": m.path,
@@ -114,7 +120,25 @@ def evaluate(
                     "adapt_seconds": adaptation.seconds,
                     "eval_seconds": time.perf_counter() - start,
                     "truncation": adaptation.stats,
+                    "chance": chance(examples),
+                    **dict.fromkeys(FIGURES),
+                    "predictions": result.predictions,
                 }
+                if m.uses_shots and wanted(task, settings.dependence):
+                    bar.set_postfix_str(f"{m.label} {task.name} (dependence)", refresh=False)
+                    rec.update(
+                        dependence(
+                            predict,
+                            task,
+                            shots,
+                            examples,
+                            result.predictions,
+                            seed,
+                            tasks,
+                            settings.k,
+                            settings.pool_size,
+                        )
+                    )
                 records.append(rec)
                 if out is not None:
                     with open(out / RECORDS, "a") as f:
@@ -125,6 +149,19 @@ def evaluate(
     if out is not None:
         results.save(out, settings, methods)
     return results
+
+
+def _score(adaptation, task: Task, examples, settings: EvalSettings, full: bool = False):
+    result = score_task(
+        adaptation.downstream,
+        task,
+        examples,
+        adaptation.contexts,
+        adaptation.adapter,
+        settings.normalisation,
+        settings.batch_size,
+    )
+    return result if full else result.predictions
 
 
 def _resume(out: Path, methods: Sequence[Method], settings: EvalSettings) -> list[dict]:
@@ -204,6 +241,44 @@ class Results:
             spread[m] = statistics.pstdev(avgs) if len(avgs) > 1 else 0.0
         return columns, rows, spread
 
+    def _by_column(self, values: dict[str, list[float]], columns: list[str]) -> dict[str, float | None]:
+        row = {c: statistics.fmean(values[c]) if values.get(c) else None for c in columns}
+        have = [v for v in row.values() if v is not None]
+        row[AVG] = statistics.fmean(have) if have else None
+        return row
+
+    def chance(self, group: bool = True) -> dict[str, float | None]:
+        """Per column, the accuracy (%) of a uniform guess over each item's options (None: generative);
+        AVG over the columns that have one."""
+        columns = self.table(group)[0]
+        per_task = {r["task"]: r.get("chance") for r in self.records}
+        values: dict[str, list[float]] = {}
+        for t, c in per_task.items():
+            if c is not None:
+                values.setdefault(column_of(t, group), []).append(c)
+        return self._by_column(values, columns)
+
+    def figure_table(self, figure: str, group: bool = True) -> dict[str, dict[str, float | None]]:
+        """{method: {column: mean (%) of one dependence figure over tasks and seeds, AVG}} for the methods
+        that have it (see eval/dependence.py)."""
+        columns = self.table(group)[0]
+        rows = {}
+        for m in self.methods:
+            per_task: dict[str, list[float]] = {}
+            for r in self.records:
+                if r["method"] == m and r.get(figure) is not None:
+                    per_task.setdefault(r["task"], []).append(100 * r[figure])
+            if not per_task:
+                continue
+            values: dict[str, list[float]] = {}
+            for t, v in per_task.items():
+                values.setdefault(column_of(t, group), []).append(statistics.fmean(v))
+            rows[m] = self._by_column(values, columns)
+        return rows
+
+    def dependence(self, group: bool = True) -> dict[str, dict]:
+        return {f: self.figure_table(f, group) for f in FIGURES}
+
     def incomplete(self) -> list[str]:
         """Tasks left out of the table because some method has no result for them."""
         have = self._scores()
@@ -228,6 +303,8 @@ class Results:
                 "table": rows,
                 "avg_std": spread,
                 "adapt_seconds": self.median("adapt_seconds"),
+                "chance": self.chance(),
+                "dependence": self.dependence(),
                 "skipped": self.skipped,
             },
         )
@@ -246,6 +323,31 @@ def to_csv(columns: list[str], rows: dict, spread: dict) -> str:
     return buf.getvalue()
 
 
+def _cell(v) -> str:
+    return "-" if v is None or v != v else f"{v:.1f}"
+
+
+def format_results(results: Results, group: bool = True) -> str:
+    """The score table with a chance row, then the example-dependence figures of the methods that read
+    examples (each a table of the same shape), as `hypertune eval` prints them."""
+    columns, rows, spread = results.table(group)
+    chance_row = results.chance(group)
+    shown = dict(rows)
+    if any(v is not None for v in chance_row.values()):
+        shown["(chance)"] = chance_row
+    parts = [format_table(columns, shown, spread)]
+    titles = {
+        "changed_with_other_examples": "answers changed (%) with K other examples of the task (seed + 1)",
+        "changed_with_other_task": "answers changed (%) with another task's examples",
+        "follows_label_permutation": "answers that follow a permutation of the examples' labels (%; "
+        "1/N labels for a method that ignores them, 100 for one that reads the mapping)",
+    }
+    for figure, table in results.dependence(group).items():
+        if table:
+            parts += ["", f"-- {titles[figure]}", format_table(columns, table)]
+    return "\n".join(parts)
+
+
 def format_table(
     columns: list[str], rows: dict, spread: dict | None = None, per_block: int = 8, width: int = 9
 ) -> str:
@@ -259,9 +361,9 @@ def format_table(
         heads = [c if len(c) <= width else c[: width - 1] + "~" for c in block] + ([AVG] if last else [])
         lines.append(" " * label_w + "".join(f" {h:>{width}}" for h in heads))
         for m, row in rows.items():
-            cells = [f"{row[c]:.1f}" for c in block]
+            cells = [_cell(row.get(c)) for c in block]
             if last:
-                cells.append(f"{row[AVG]:.1f}" + (f"±{spread[m]:.1f}" if spread.get(m) else ""))
+                cells.append(_cell(row.get(AVG)) + (f"±{spread[m]:.1f}" if spread.get(m) else ""))
             lines.append(f"{m:<{label_w}}" + "".join(f" {c:>{width}}" for c in cells))
         if not last:
             lines.append("")

@@ -48,6 +48,14 @@ class Collection:
             "multiple_choice": task.is_multiple_choice,
         }
 
+    def relabelled(self, name: str, mapping: dict[str, str]) -> Task:
+        """The task with its labels renamed by `mapping` (for `remap=`). Collections that write the options
+        into the prompt override this to re-render it; here options, references and the instruction's
+        mentions change, and inputs stay as they are."""
+        from ..remap import relabel_task
+
+        return relabel_task(self.load(name), mapping)
+
     # -- shared behaviour ----------------------------------------------------------------------------
     def check_name(self, name: str) -> str:
         names = self.task_names()
@@ -100,8 +108,15 @@ class Collection:
             yield self.load(n)
 
 
-def get_collection(name: str, **options) -> Collection:
-    return COLLECTIONS.get(name)(**options)
+def get_collection(name: str, remap: int | None = None, **options) -> Collection:
+    """The collection `name` with its options; `remap=SEED` gives its symbol-remapped view
+    (`hypertuning.data.remap`): the tasks with a fixed label set, their labels replaced by symbols."""
+    collection = COLLECTIONS.get(name)(**options)
+    if remap is None:
+        return collection
+    from ..remap import Remapped
+
+    return Remapped(collection, remap)
 
 
 def parse_task_id(task_id: str, default_collection: str = "bigbench") -> tuple[str, str]:

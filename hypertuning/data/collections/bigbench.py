@@ -147,19 +147,33 @@ class BigBench(Collection):
         with open(self.root / "tasks" / name / "examples.jsonl", encoding="utf-8") as f:
             return [(i, json.loads(line)) for i, line in enumerate(f) if keep is None or i in keep]
 
-    def _load(self, name: str) -> Task:
+    def _load(self, name: str, relabel: dict[str, str] | None = None) -> Task:
         path = self.root / "tasks" / name / "task.json"
         data = json.loads(path.read_text(encoding="utf-8"))
-        return task_from_json(data, name, str(path), self.raw_examples(name))
+        return task_from_json(data, name, str(path), self.raw_examples(name), relabel)
+
+    def relabelled(self, name: str, mapping: dict[str, str]) -> Task:
+        """Re-rendered from the JSON with the labels renamed, so the options listed in each prompt are the
+        symbols too (in the same shuffled order as the original's)."""
+        from ..remap import relabel_text
+
+        task = self._load(self.check_name(name), mapping).capped(self.max_examples, self.seed).deduplicated()
+        task.instruction = relabel_text(task.instruction, mapping)
+        return task
 
 
-def task_from_json(data: dict, name: str, source: str = "task.json", numbered=None) -> Task:
+def task_from_json(
+    data: dict, name: str, source: str = "task.json", numbered=None, relabel: dict[str, str] | None = None
+) -> Task:
     """One BIG-bench JSON task as a Task, honouring its prompt prefixes, metrics and references.
     `numbered`: (index, example) pairs, default every example of `data`; the index keys the shuffle of
-    the choices, so an example reads the same whatever the cap."""
+    the choices, so an example reads the same whatever the cap. `relabel`: option -> new name, applied to
+    `target_scores` and `target` before the prompt is written (`remap=`)."""
     fmt = {k: data.get(k, v) for k, v in DEFAULTS.items()}
     examples, skipped = [], 0
     for i, raw in numbered if numbered is not None else enumerate(data.get("examples", [])):
+        if relabel:
+            raw = _relabel_raw(raw, relabel)
         ex = _example(raw, fmt, rng_for(0, "bigbench-choices", name, i))
         if ex is None:
             skipped += 1
@@ -190,6 +204,18 @@ def task_from_json(data: dict, name: str, source: str = "task.json", numbered=No
             "skipped_examples": skipped,
         },
     )
+
+
+def _relabel_raw(raw: dict, mapping: dict[str, str]) -> dict:
+    out = dict(raw)
+    if isinstance(raw.get("target_scores"), dict):
+        out["target_scores"] = {mapping.get(str(k), k): v for k, v in raw["target_scores"].items()}
+    target = raw.get("target")
+    if isinstance(target, list):
+        out["target"] = [mapping.get(str(t), t) for t in target]
+    elif target is not None:
+        out["target"] = mapping.get(str(target), target)
+    return out
 
 
 def _example(raw: dict, fmt: dict, rng) -> Example | None:
