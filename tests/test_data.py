@@ -9,10 +9,8 @@ on the fly as a tar.gz with the same layout as bigbench-1.0.0.tar.gz.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import tarfile
 from collections import Counter
 from pathlib import Path
 
