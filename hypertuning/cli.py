@@ -180,7 +180,8 @@ def _eval(args) -> None:
         named = [m.downstream().name for m in methods if m.kind in ("hyper", "peft")]
         models.base_name = named[0] if named else "smollm2-135m-instruct"
     coll = _collection(args)
-    names = args.tasks or coll.split()[1]
+    # a remap= view's own split would first load every training task to find the remappable ones
+    names = args.tasks or getattr(coll, "inner", coll).split()[1]
     tasks, skipped = [], {}
     for n in names:
         c, name = parse_task_id(n, coll.name)
@@ -190,7 +191,6 @@ def _eval(args) -> None:
             tasks.append(coll.load(name))
         except SkipTask as e:
             skipped[f"{coll.name}:{name}"] = str(e)
-    skipped.update({f"{coll.name}:{n}": why for n, why in getattr(coll, "skipped", {}).items()})
     if not tasks:
         raise HypertuningError(f"no task to evaluate: {len(skipped)} skipped (see --remap)")
     settings = EvalSettings(

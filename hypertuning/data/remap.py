@@ -51,12 +51,13 @@ def symbol_map(labels: Iterable[str], seed: int, task_id: str) -> dict[str, str]
 
 
 def relabel_example(e: Example, mapping: dict[str, str]) -> Example:
-    return Example(
-        e.input,
-        tuple(mapping.get(o, o) for o in e.outputs),
-        tuple(mapping[c] for c in e.choices),
-        e.answers,
-    )
+    return only_labels(Example(e.input, e.outputs, tuple(mapping[c] for c in e.choices), e.answers))
+
+
+def only_labels(e: Example) -> Example:
+    """Without references other than its options: a shot shows its label, not (say) strategyqa's
+    explanation, which would still say "Yes" in words."""
+    return Example(e.input, (), e.choices, e.answers)
 
 
 def relabel_text(text: str | None, mapping: dict[str, str]) -> str | None:
@@ -102,6 +103,8 @@ class Remapped:
             out = self.inner.relabelled(name, mapping)
             self._cache[name] = replace(
                 out,
+                examples=tuple(only_labels(e) for e in out.examples),
+                metrics=("accuracy",),  # scored as rank classification of the symbols
                 collection=f"{task.collection}+remap{self.remap}",
                 meta={**out.meta, "must_read": True, "remap": self.remap, "label_map": mapping},
             )

@@ -85,7 +85,7 @@ def other_task(task: Task, tasks: Sequence[Task]) -> Task | None:
 
 def permute_shot(e: Example, perm: dict[str, str]) -> Example:
     """The example with its label renamed by `perm` (its correct option moves to the permuted label)."""
-    new = perm[e.target]
+    new = perm[e.choices[e.answers[0]]]
     return Example(e.input, (), e.choices, (e.choices.index(new),))
 
 
@@ -136,7 +136,7 @@ def dependence(
         except DataError:
             pass
     perms = label_permutations(task, len(examples), seed)
-    if perms is not None and all(s.choices for s in shots):
+    if perms is not None and all(s.choices and not s.outputs for s in shots):
         groups: dict[tuple, list[int]] = {}
         for i, p in enumerate(perms):
             groups.setdefault(tuple(sorted(p.items())), []).append(i)

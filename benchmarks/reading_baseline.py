@@ -1,0 +1,124 @@
+"""Reading the examples: where we start (issue 17). Every method of Table 1 that we have trained, on
+held-out tasks whose answers only the examples reveal, with chance and the share of answers that change
+when the examples change.
+
+    python benchmarks/reading_baseline.py                  # train what is missing, evaluate, report
+    python benchmarks/reading_baseline.py --report         # only the report, from what is there
+    python benchmarks/reading_baseline.py --runs runs/study-smoke --configs configs/smoke \
+        --downstream tiny-llama --steps 2 --max-examples 4 --seeds 0   # a dry run in a minute
+
+Columns: the held-out `mustread` families, and BIG-bench Lite remapped (`--remap 0`: the tasks with a fixed
+label set, their labels replaced by made-up symbols). The trainings are paper_study.py's own runs (same
+names, configs and overrides, in the same `--runs` directory, so a run either script finished is reused);
+each evaluation is one ordinary `hypertune eval` command, printed before it runs and resumable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paper_study import ROOT, done, sh, stages, train_all  # noqa: E402  (the same runs, not copies)
+
+ROWS = [  # (label, kind, run); MTF-Few-shot last: 40 s a step here, 6x the others
+    ("Zero-shot", "zero-shot", None),
+    ("In-context", "in-context", None),
+    ("MTF-LoRA", "peft", "mtf_lora"),
+    ("HyperLoRA (no CACLM)", "hyper", "hyperlora_nocaclm"),
+    ("HyperPrefix (no CACLM)", "hyper", "hyperprefix_nocaclm"),
+    ("MTF-Few-shot", "mtf-fewshot", "mtf_fewshot"),
+]
+COLUMNS = {  # eval directory -> the collection arguments of `hypertune eval`
+    "mustread": ["--collection", "mustread"],
+    "bbl-remap0": ["--collection", "bigbench", "--remap", "0"],
+}
+
+
+def eval_cmd(a, name: str) -> list[str]:
+    cmd = ["hypertune", "eval", "--downstream", a.downstream, *COLUMNS[name], "--k", str(a.k)]
+    cmd += ["--seeds", *map(str, a.seeds), "--max-examples", str(a.max_examples)]
+    cmd += [
+        "--max-input-tokens",
+        str(a.input_tokens),
+        "--max-in-context-tokens",
+        str(a.hyper_tokens + a.input_tokens),
+    ]
+    cmd += ["--quiet", "--out", f"{a.out}/{name}"]
+    for label, kind, run in ROWS:
+        if run is None or done(ROOT / a.runs / run):
+            cmd += ["-m", f"{label}:{kind}" + (f"={a.runs}/{run}/final" if run else "")]
+        else:
+            print(f"{label}: {a.runs}/{run} is not trained, left out")
+    return cmd
+
+
+def report(a) -> None:
+    from hypertuning.eval.dependence import FIGURES
+    from hypertuning.eval.runner import AVG
+
+    print(f"\nhost: {platform.machine()} {platform.processor() or ''}, python {platform.python_version()}")
+    short = {
+        "changed_with_other_examples": "other examples",
+        "changed_with_other_task": "other task",
+        "follows_label_permutation": "follows perm.",
+    }
+    for name in COLUMNS:
+        path = ROOT / a.out / name / "results.json"
+        if not path.exists():
+            print(f"\n{name}: not evaluated yet")
+            continue
+        r = json.loads(path.read_text())
+        dep, chance = r["dependence"], r["chance"]
+        print(f"\n## {name}: AVG score (%) and example dependence (% of answers; K={r['settings']['k']})")
+        print(
+            f"| method | {' | '.join(c for c in r['columns'])} | AVG | " + " | ".join(short.values()) + " |"
+        )
+        print("|---" * (len(r["columns"]) + 5) + "|")
+        cells = [f"{chance[c]:.1f}" if chance.get(c) is not None else "-" for c in r["columns"]]
+        print(f"| chance | {' | '.join(cells)} | {chance[AVG]:.1f} (choice tasks) | | | |")
+        for m, row in r["table"].items():
+            std = r["avg_std"].get(m, 0.0)
+            figs = [dep[f].get(m, {}).get(AVG) for f in FIGURES]
+            figs = ["-" if v is None else f"{v:.1f}" for v in figs]
+            scores = " | ".join(f"{row[c]:.1f}" for c in r["columns"])
+            print(f"| {m} | {scores} | {row[AVG]:.1f} ± {std:.1f} | " + " | ".join(figs) + " |")
+        if r.get("skipped"):
+            print(f"(skipped: {len(r['skipped'])} tasks without a fixed label set)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default="configs/cpu-small")
+    ap.add_argument("--runs", default="runs/study", help="training runs (paper_study.py's)")
+    ap.add_argument("--out", default="runs/reading", help="evaluation directories")
+    ap.add_argument("--downstream", default="smollm2-135m-instruct")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--caclm-steps", type=int, default=100)
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--hyper-tokens", type=int, default=768)
+    ap.add_argument("--input-tokens", type=int, default=192)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--max-examples", type=int, default=32)
+    ap.add_argument("--no-train", action="store_true", help="evaluate only what is trained")
+    ap.add_argument("--report", action="store_true", help="only print the report")
+    a = ap.parse_args()
+    if not a.report:
+        wanted = {run for _, _, run in ROWS if run}
+        first = [s for s in stages(a) if s[0] in wanted and s[0] != "mtf_fewshot"]
+        if not a.no_train:
+            train_all(a, first)
+        for name in COLUMNS:
+            sh(eval_cmd(a, name))
+        if not a.no_train:
+            train_all(a, [s for s in stages(a) if s[0] == "mtf_fewshot"])
+            for name in COLUMNS:
+                sh(eval_cmd(a, name))  # adds MTF-Few-shot; what is evaluated is kept
+    report(a)
+
+
+if __name__ == "__main__":
+    main()
