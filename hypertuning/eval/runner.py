@@ -249,14 +249,17 @@ class Results:
 
     def chance(self, group: bool = True) -> dict[str, float | None]:
         """Per column, the accuracy (%) of a uniform guess over each item's options (None: generative);
-        AVG over the columns that have one."""
+        AVG when every column has one."""
         columns = self.table(group)[0]
         per_task = {r["task"]: r.get("chance") for r in self.records}
         values: dict[str, list[float]] = {}
         for t, c in per_task.items():
             if c is not None:
                 values.setdefault(column_of(t, group), []).append(c)
-        return self._by_column(values, columns)
+        row = self._by_column(values, columns)
+        if any(row[c] is None for c in columns):  # an AVG over some columns only would mislead
+            row[AVG] = None
+        return row
 
     def figure_table(self, figure: str, group: bool = True) -> dict[str, dict[str, float | None]]:
         """{method: {column: mean (%) of one dependence figure over tasks and seeds, AVG}} for the methods
