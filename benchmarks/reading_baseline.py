@@ -20,6 +20,7 @@ import json
 import platform
 import sys
 from pathlib import Path
+from statistics import fmean as mean
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paper_study import ROOT, done, sh, stages, train_all  # noqa: E402  (the same runs, not copies)
@@ -74,18 +75,21 @@ def report(a) -> None:
         r = json.loads(path.read_text())
         dep, chance = r["dependence"], r["chance"]
         print(f"\n## {name}: AVG score (%) and example dependence (% of answers; K={r['settings']['k']})")
-        print(
-            f"| method | {' | '.join(c for c in r['columns'])} | AVG | " + " | ".join(short.values()) + " |"
-        )
-        print("|---" * (len(r["columns"]) + 5) + "|")
+        choice = [c for c in r["columns"] if chance.get(c) is not None]
+        heads = [*r["columns"], "AVG", "AVG choice", *short.values()]
+        print("| method | " + " | ".join(heads) + " |")
+        print("|---" * (len(heads) + 1) + "|")
         cells = [f"{chance[c]:.1f}" if chance.get(c) is not None else "-" for c in r["columns"]]
-        print(f"| chance | {' | '.join(cells)} | {chance[AVG]:.1f} (choice tasks) | | | |")
+        print(f"| chance | {' | '.join(cells)} | | {mean(chance[c] for c in choice):.1f} | | | |")
         for m, row in r["table"].items():
             std = r["avg_std"].get(m, 0.0)
             figs = [dep[f].get(m, {}).get(AVG) for f in FIGURES]
             figs = ["-" if v is None else f"{v:.1f}" for v in figs]
             scores = " | ".join(f"{row[c]:.1f}" for c in r["columns"])
-            print(f"| {m} | {scores} | {row[AVG]:.1f} ± {std:.1f} | " + " | ".join(figs) + " |")
+            avg_choice = f"{mean(row[c] for c in choice):.1f}"
+            print(
+                f"| {m} | {scores} | {row[AVG]:.1f} ± {std:.1f} | {avg_choice} | " + " | ".join(figs) + " |"
+            )
         if r.get("skipped"):
             print(f"(skipped: {len(r['skipped'])} tasks without a fixed label set)")
 
