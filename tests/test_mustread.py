@@ -344,3 +344,83 @@ def test_eval_cli_on_mustread_carries_chance_and_dependence(tiny_dirs, tmp_path,
     assert len(ic) == 3 and all(r["changed_with_other_examples"] is not None for r in ic)
     assert all(r["changed_with_other_examples"] is None for r in records if r["method"] == "zero-shot")
     assert {r["task"]: r["chance"] for r in ic}["mustread:category-permuted/0"] == pytest.approx(100 / 3)
+
+
+# -- training episodes that reward reading (issue 18, item 1) ------------------------------------------------
+def _bb_choice_task(bb_choices) -> Task:
+    return get_collection("bigbench", path=str(bb_choices)).load("fixed")
+
+
+def test_remapped_episodes_are_consistent_within_and_differ_across(bb_choices):
+    from hypertuning.data.episodes import EpisodeSampler
+
+    task = _bb_choice_task(bb_choices)
+    plain = EpisodeSampler([task], k=6, seed=3)
+    mixed = EpisodeSampler([task], k=6, seed=3, remap=0.5)
+    remapped, mappings = 0, set()
+    for i in range(60):
+        a, b = plain.episode(i), mixed.episode(i)
+        assert [s.input.split("\n")[0] for s in a.shots] == [s.input.split("\n")[0] for s in b.shots]
+        if b == a:
+            continue
+        remapped += 1
+        mapping = {}  # the same symbol for a label in every shot and the target
+        for old, new in zip([*a.shots, a.target], [*b.shots, b.target], strict=True):
+            assert new.answers == old.answers
+            for o, n in zip(old.choices, new.choices, strict=True):
+                assert mapping.setdefault(o, n) == n
+            assert re.findall(r"choice: (\w+)", new.input) == [
+                mapping[c] for c in re.findall(r"choice: (\w+)", old.input)
+            ]
+        assert set(mapping.values()) <= set(TRAIN_SYMBOLS) and len(set(mapping.values())) == 3
+        assert b.instruction == f"Answer {mapping['yes']}, {mapping['no']} or {mapping['maybe']}."
+        mappings.add(tuple(sorted(mapping.items())))
+    assert 15 < remapped < 45 and len(mappings) == remapped  # about half, each with symbols of its own
+    # resumes exactly: a fresh sampler at position n gives what an uninterrupted one gives
+    again = EpisodeSampler([task], k=6, seed=3, remap=0.5)
+    again.load_state_dict({**mixed.state_dict(), "position": 17})
+    assert next(iter(again)) == mixed.episode(17)
+    assert mixed.fingerprint != plain.fingerprint
+    assert plain.fingerprint == EpisodeSampler([task], k=6, seed=3, remap=0.0).fingerprint  # old runs resume
+    with pytest.raises(Exception, match=r"in \[0, 1\]"):
+        EpisodeSampler([task], k=6, remap=1.5)
+
+
+def test_mustread_families_mix_into_training_at_their_rate(bb_choices):
+    from hypertuning.data.episodes import EpisodeSampler, MixedSampler
+
+    main_ = EpisodeSampler([_bb_choice_task(bb_choices)], k=4, seed=0)
+    coll = get_collection("mustread", train_tasks=2)
+    extra = EpisodeSampler([coll.load(n) for n in coll.split()[0]], k=4, seed=0)
+    mixed = MixedSampler(main_, extra, 0.3, seed=0)
+    eps = [mixed.episode(i) for i in range(400)]
+    share = sum(e.task.startswith("mustread:") for e in eps) / len(eps)
+    assert 0.22 < share < 0.38
+    assert eps == MixedSampler(main_, extra, 0.3, seed=0).take(400)
+    assert all(e == main_.episode(i) for i, e in enumerate(eps) if not e.task.startswith("mustread:"))
+
+
+def test_mtf_hyper_trains_on_remapped_and_mustread_episodes(tmp_path):
+    from pathlib import Path
+
+    from hypertuning.train import load_config, train
+    from hypertuning.train.objectives import OBJECTIVES
+
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke" / "mtf_hyper.yaml"
+    over = [f"run_dir={tmp_path}", "train.steps=3", "eval.every=3", "eval.phi_probes=0"]
+    over += ["data.remap=0.5", "data.mustread=0.3", "data.mustread_options={train_tasks: 2}"]
+    cfg = load_config(smoke, over)
+    objective = OBJECTIVES.get("mtf_hyper")(cfg)
+    eps = [objective.sampler.episode(i) for i in range(200)]
+    from_mustread = [e for e in eps if e.task.startswith("mustread:")]
+    labelled = [e for e in eps if e.task.startswith("toy:label-")]
+    assert 30 < len(from_mustread) < 90
+    assert any(set(e.target.choices) <= set(TRAIN_SYMBOLS) for e in labelled)
+    assert any(set(e.target.choices) == {"yes", "no", "maybe", "never"} for e in labelled)
+    assert not any(
+        e.task.split(":")[1].split("/")[0] in FAMILIES
+        and FAMILIES[e.task.split(":")[1].split("/")[0]].split == "heldout"
+        for e in from_mustread
+    )
+    finals = list(train(cfg))
+    assert len(finals) == 1 and json.loads((tmp_path / "summary.json").read_text())["steps"] == 3

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ..errors import DataError
 from .collections.base import check_enough
+from .remap import fixed_labels, remap_episode
 from .task import Example, Task, check_state, config_hash, rng_for, sample_shots
 
 MIXING = ("proportional", "temperature", "uniform")
@@ -65,6 +66,9 @@ class EpisodeSampler:
     """Endless, deterministic, resumable episodes over many tasks.
 
     `shots="sample"` draws K examples of the target's task other than the target itself;
+    `remap=F` gives a share F of the episodes of tasks with a fixed label set labels drawn from the
+    training symbols for that episode, the same in its shots and its target (symbol tuning: the label
+    mapping can then only be read off the shots);
     `shots="demonstrations"` uses the task's fixed demonstrations (S-NI's Def+2Pos setting, K <= their
     number; K=0 with an instruction is the Def setting). Tasks with fewer than K+1 examples are reported
     and left out (`check_enough`).
@@ -79,9 +83,14 @@ class EpisodeSampler:
         temperature: float = 2.0,
         shots: str = "sample",
         use_instruction: bool = True,
+        remap: float = 0.0,
     ):
         if k < 0:
             raise DataError(f"K must be >= 0, got {k}")
+        if not 0.0 <= remap <= 1.0:
+            raise DataError(
+                f"remap is the share of episodes whose labels become symbols, in [0, 1]; got {remap}"
+            )
         if shots not in ("sample", "demonstrations"):
             raise DataError(f"shots must be 'sample' or 'demonstrations', got {shots!r}")
         if not tasks:
@@ -97,11 +106,13 @@ class EpisodeSampler:
                     f"{len(few)} task(s) have fewer than K={k} demonstrations: {', '.join(few[:10])}"
                 )
         self.k, self.seed, self.shots, self.use_instruction = k, seed, shots, use_instruction
+        self.remap = remap
+        # tasks with a fixed label set, which remapped episodes relabel (symbol tuning)
+        self._labels = {t.id: fixed_labels(t) for t in self.tasks} if remap else {}
         weights = mixing_weights([len(t) for t in self.tasks], mixing, temperature)
         # what the episode stream depends on besides the seed: a resumed run must match it exactly
-        self.fingerprint = config_hash(
-            [(t.id, len(t)) for t in self.tasks], k, mixing, temperature, shots, use_instruction
-        )
+        parts = [[(t.id, len(t)) for t in self.tasks], k, mixing, temperature, shots, use_instruction]
+        self.fingerprint = config_hash(*parts, *([remap] if remap else []))
         self._cum = list(itertools.accumulate(weights))
         self.position = 0
 
@@ -118,13 +129,20 @@ class EpisodeSampler:
             shots = sample_shots(task.examples, self.k, self.seed, "episode", index, exclude=t)
         else:
             shots = list(task.demonstrations[: self.k])
-        return Episode(
+        ep = Episode(
             task.id,
             task.examples[t],
             tuple(shots),
             task.instruction if self.use_instruction else None,
             task.shot_separator,
         )
+        labels = self._labels.get(task.id)
+        # a stream of its own, so remap=0 leaves every episode as it was
+        if labels and rng_for(self.seed, "remap", index).random() < self.remap:
+            ep = remap_episode(
+                ep, labels, rng_for(self.seed, "remap-symbols", index), task.meta.get("choice_prefix")
+            )
+        return ep
 
     def __iter__(self) -> Iterator[Episode]:
         while True:
@@ -147,6 +165,33 @@ class EpisodeSampler:
     def load_state_dict(self, state: dict) -> None:
         check_state("sampler", state, self.state_dict(), ("seed", "k", "tasks", "fingerprint"))
         self.position = int(state["position"])
+
+
+class MixedSampler:
+    """Episode `i` from `extra` with probability `rate` (drawn per position), else from `main`: for instance
+    `mustread` training families mixed into multi-task training. Like `EpisodeSampler`, a pure function
+    of (seed, position), so resuming needs nothing but the position."""
+
+    def __init__(self, main: EpisodeSampler, extra: EpisodeSampler, rate: float, seed: int = 0):
+        if not 0.0 <= rate <= 1.0:
+            raise DataError(f"the mixing rate must be in [0, 1]; got {rate}")
+        self.main, self.extra, self.rate, self.seed = main, extra, rate, seed
+        self.tasks = [*main.tasks, *extra.tasks]
+        self.fingerprint = config_hash(main.fingerprint, extra.fingerprint, rate, seed)
+        self.position = 0
+
+    def episode(self, index: int) -> Episode:
+        from_extra = rng_for(self.seed, "mix", index).random() < self.rate
+        return (self.extra if from_extra else self.main).episode(index)
+
+    def __iter__(self) -> Iterator[Episode]:
+        while True:
+            ep = self.episode(self.position)
+            self.position += 1
+            yield ep
+
+    def take(self, n: int) -> list[Episode]:
+        return list(itertools.islice(iter(self), n))
 
 
 def heldout_shots(

@@ -41,6 +41,42 @@ def label_set(task: Task) -> tuple[str, ...]:
     return labels
 
 
+def fixed_labels(task: Task) -> tuple[str, ...] | None:
+    """`label_set`, or None for a task without one."""
+    try:
+        return label_set(task)
+    except SkipTask:
+        return None
+
+
+def relabel_input(text: str, mapping: dict[str, str], choice_prefix: str | None) -> str:
+    """The options listed in a prompt (each after `choice_prefix`, BIG-bench's "\\n  choice: ") renamed."""
+    if not choice_prefix:
+        return text
+    names = "|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True))
+    pattern = re.compile(f"{re.escape(choice_prefix)}({names})(?=$|\\n|{re.escape(choice_prefix)})")
+    return pattern.sub(lambda m: choice_prefix + mapping[m.group(1)], text)
+
+
+def remap_episode(ep, labels: tuple[str, ...], rng, choice_prefix: str | None = None):
+    """The episode with its labels replaced by training symbols drawn with `rng`, consistently in the
+    shots, the target and the options listed in their prompts."""
+    from .collections.mustread import TRAIN_SYMBOLS
+
+    mapping = dict(zip(labels, rng.sample(TRAIN_SYMBOLS, len(labels)), strict=True))
+
+    def one(e: Example) -> Example:
+        e = relabel_example(e, mapping)
+        return replace(e, input=relabel_input(e.input, mapping, choice_prefix))
+
+    return replace(
+        ep,
+        target=one(ep.target),
+        shots=tuple(one(s) for s in ep.shots),
+        instruction=relabel_text(ep.instruction, mapping),
+    )
+
+
 def symbol_map(labels: Iterable[str], seed: int, task_id: str) -> dict[str, str]:
     """label -> made-up symbol, distinct, deterministic in (seed, task id)."""
     from .collections.mustread import HELDOUT_SYMBOLS

@@ -49,6 +49,11 @@ class DataConfig:
     temperature: float = 2.0
     shots: str = "sample"
     use_instruction: bool = True
+    remap: float = (
+        0.0  # share of training episodes (tasks with a fixed label set) whose labels become symbols
+    )
+    mustread: float = 0.0  # share of training episodes drawn from the `mustread` training families
+    mustread_options: dict = field(default_factory=dict)  # the mustread collection's options (train_tasks...)
 
 
 @dataclass

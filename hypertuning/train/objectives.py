@@ -29,7 +29,7 @@ from ..adapter import Adapter
 from ..data.caclm import CaclmCorpus, CaclmEncoder, Segments, bigbench_prose, documents_from_files
 from ..data.collections import get_collection
 from ..data.collections.toy import toy_documents
-from ..data.episodes import EpisodeEncoder, EpisodeSampler, heldout_shots
+from ..data.episodes import EpisodeEncoder, EpisodeSampler, MixedSampler, heldout_shots
 from ..data.format import pad_batch
 from ..data.task import check_state, config_hash, rng_for, sample_shots
 from ..errors import CheckpointError, HypertuningError
@@ -206,7 +206,13 @@ class EpisodeObjective(Objective):
         self.hypermodel = self.build_hypermodel()
         kw = dict(k=d.k if self.reads_shots else 0, mixing=d.mixing, temperature=d.temperature, shots=d.shots)
         kw["use_instruction"] = d.use_instruction
-        self.sampler = EpisodeSampler(self.tasks, seed=cfg.seed, **kw)
+        self.sampler = EpisodeSampler(self.tasks, seed=cfg.seed, remap=d.remap, **kw)
+        if d.mustread:  # must-read training families mixed in (they never share a word with held-out ones)
+            extra = get_collection("mustread", **d.mustread_options)
+            extra_tasks = [extra.load(n) for n in extra.split()[0]]
+            self.sampler = MixedSampler(
+                self.sampler, EpisodeSampler(extra_tasks, seed=cfg.seed, **kw), d.mustread, cfg.seed
+            )
         val_tasks = self.heldout or self.tasks
         self.val_sampler = EpisodeSampler(val_tasks, seed=cfg.seed + 1, **{**kw, "mixing": "uniform"})
         self.encoder = EpisodeEncoder(self.downstream, self.hypermodel, self.in_context)

@@ -202,6 +202,8 @@ def task_from_json(
             "preferred_score": data.get("preferred_score"),
             "output_regex": data.get("output_regex"),
             "skipped_examples": skipped,
+            # how options are listed in the prompts, for relabelling them (remapped episodes)
+            "choice_prefix": fmt["choice_prefix"] if fmt["append_choices_to_input"] else None,
         },
     )
 
