@@ -424,3 +424,15 @@ def test_mtf_hyper_trains_on_remapped_and_mustread_episodes(tmp_path):
     )
     finals = list(train(cfg))
     assert len(finals) == 1 and json.loads((tmp_path / "summary.json").read_text())["steps"] == 3
+
+
+def test_tasks_list_shows_family_split_and_chance(capsys, bb_choices):
+    assert main(["tasks", "list", "--collection", "mustread"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("city-recall/0 "))
+    assert "held-out" in line and " 25.0 " in line and "[city-recall]" in line
+    assert "16 held-out" in out
+    assert main(["tasks", "list", "--path", str(bb_choices), "--remap", "0"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^varied +skipped +no fixed label set", out, re.M)
+    assert "2 skipped (no fixed label set to remap)" in out
