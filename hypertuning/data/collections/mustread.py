@@ -192,7 +192,7 @@ def _recall(keys_pool, values_pool, template: str, choice: bool, keys: int = 4):
     def make(rng, size):
         keys_ = [k.capitalize() for k in _draw(rng, keys_pool, keys)]
         values = _draw(rng, values_pool, keys)
-        numbers = rng.sample(range(1, 1000), size)
+        numbers = rng.sample(range(1, 1000), min(size, 999))
         pairs = [(template.format(i=i, k=keys_[j % keys]), values[j % keys]) for j, i in enumerate(numbers)]
         rng.shuffle(pairs)
         if choice:
@@ -257,7 +257,7 @@ def _code_map(words, symbols, keys: int = 6):
 
     def make(rng, size):
         ws, codes = _draw(rng, words, keys), _draw(rng, symbols, keys)
-        numbers = rng.sample(range(1, 1000), size)
+        numbers = rng.sample(range(1, 1000), min(size, 999))
         return [Example(f"#{i} {ws[j % keys]} ->", outputs=(codes[j % keys],)) for j, i in enumerate(numbers)]
 
     return make
