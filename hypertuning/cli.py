@@ -57,7 +57,8 @@ def _collection(args):
 def _tasks_list(args) -> None:
     coll = _collection(args)
     train, held = coll.split()
-    skipped = getattr(coll, "skipped", {})  # a remap= view: tasks without a fixed label set
+    # a remap= view: the split's tasks without a fixed label set (a copy: describing reserved ones adds more)
+    skipped = dict(getattr(coll, "skipped", {}))
     role = {n: "train" for n in train} | {n: "held-out" for n in held} | dict.fromkeys(skipped, "skipped")
     names = coll.task_names()
     print(f"{'task':<58} {'examples':>8}  {'type':<8} {'split':<9} {'chance':>6}  metrics / notes")

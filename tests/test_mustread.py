@@ -81,8 +81,14 @@ def test_mustread_tasks_need_their_examples():
         assert set(a.examples[0].choices) != set(b.examples[0].choices)
     flipped = coll.load("review-flipped/0")
     assert all(("dull" in e.input) <= (e.target == "positive") for e in flipped.examples)
-    permuted = coll.load("category-permuted/0")
-    assert all(not (e.input == "cat ->" and e.target == "animal") for e in permuted.examples)
+    from hypertuning.data.collections.mustread import HELDOUT_CATEGORIES
+
+    true_class = {w: c for c, words in HELDOUT_CATEGORIES.items() for w in words}
+    more = get_collection("mustread", heldout_tasks=4)
+    for seed in range(4):  # every word carries a class name that is not its own
+        permuted = more.load(f"category-permuted/{seed}")
+        assert all(e.target != true_class[e.input[: -len(" ->")]] for e in permuted.examples)
+        assert all(e.target in HELDOUT_CATEGORIES for e in permuted.examples)
 
 
 def test_recall_key_is_among_the_examples_at_k16():
@@ -139,7 +145,7 @@ def test_remap_replaces_labels_consistently_within_a_task(bb_choices):
     assert sorted(mapping) == ["maybe", "no", "yes"] and len(set(mapping.values())) == 3
     assert set(mapping.values()) <= set(HELDOUT_SYMBOLS)
     assert task.id == "bigbench+remap0:fixed" and task.meta["must_read"]
-    assert task.instruction == f"Answer {mapping['yes']}, {mapping['no']} or {mapping['maybe']}."
+    assert plain.instruction and task.instruction is None  # it names the labels: dropped, not rewritten
     for old, new in zip(plain.examples, task.examples, strict=True):
         assert new.choices == tuple(mapping[c] for c in old.choices) and new.answers == old.answers
         # the options listed in the prompt are the symbols, in the original's shuffled order
@@ -258,6 +264,50 @@ def test_changed_with_other_examples_and_other_task_count_changed_answers():
     assert out["dependence_info"]["other_task"] == "rig:b"
 
 
+def test_other_task_comes_from_another_family_first():
+    """Two seeds of review-flipped share labels and mapping: the other task must be another family's."""
+    coll = get_collection("mustread")
+    tasks = [coll.load(n) for n in coll.default_heldout()]
+    picked = {t.name: other_task(t, tasks) for t in tasks}
+    for t in tasks:  # city-recall is the only 4-option family: its other seed is the fallback
+        o = picked[t.name]
+        assert (o.meta["family"] == t.meta["family"]) == (t.meta["family"] == "city-recall")
+    assert picked["review-flipped/0"].meta["family"] == "review-symbols"  # the next 2-option family
+    lone = [_label_task("a"), Task("a2", _label_task("a").examples, collection="rig", meta={"family": "a"})]
+    lone[0].meta["family"] = "a"
+    assert other_task(lone[0], lone).id == "rig:a2"  # its own family when nothing else qualifies
+
+
+def test_other_examples_figure_is_none_when_the_pool_holds_only_k():
+    task = _label_task("a", 2, size=32)  # a pool of 16: every seed shows the same 16
+    shots, evaluation = heldout_shots(task, 16, 0, pool_size=16)
+    ex = evaluation.examples
+    out = dependence(majority, task, shots, ex, majority(task, shots, ex), 0, [task], 16, 16)
+    assert (
+        out["changed_with_other_examples"] is None and out["dependence_info"]["same_examples_at_other_seed"]
+    )
+
+
+def test_resuming_with_other_dependence_settings_is_refused(tmp_path):
+    tasks = [_label_task("a", 3, 60)]
+    methods = [_RiggedMethod("copies", majority)]
+    off = EvalSettings(k=5, seeds=[0], max_examples=20, dependence="off")
+    evaluate(methods, tasks, off, tmp_path, progress=False)
+    with pytest.raises(Exception, match="dependence: 'off' -> 'auto'"):
+        evaluate(methods, tasks, EvalSettings(k=5, seeds=[0, 1], max_examples=20), tmp_path, progress=False)
+    legacy = json.loads((tmp_path / "eval_config.json").read_text())
+    del legacy["dependence"]  # written before the setting existed: taken as auto
+    (tmp_path / "eval_config.json").write_text(json.dumps(legacy))
+    evaluate(methods, tasks, EvalSettings(k=5, seeds=[0], max_examples=20), tmp_path, progress=False)
+
+
+def test_the_remap_view_copies():
+    import copy
+
+    view = get_collection("mustread", remap=0)
+    assert copy.deepcopy(view).remap == 0
+
+
 def test_other_task_prefers_the_same_label_set_then_the_option_count():
     a, b3, c = _label_task("a", 4), _label_task("b", 3), _label_task("c", 4)
     gen = Task("g", (Example("x", outputs=("y",)), Example("z", outputs=("w",))), collection="rig")
@@ -373,7 +423,7 @@ def test_remapped_episodes_are_consistent_within_and_differ_across(bb_choices):
                 mapping[c] for c in re.findall(r"choice: (\w+)", old.input)
             ]
         assert set(mapping.values()) <= set(TRAIN_SYMBOLS) and len(set(mapping.values())) == 3
-        assert b.instruction == f"Answer {mapping['yes']}, {mapping['no']} or {mapping['maybe']}."
+        assert a.instruction and b.instruction is None
         mappings.add(tuple(sorted(mapping.items())))
     assert 15 < remapped < 45 and len(mappings) == remapped  # about half, each with symbols of its own
     # resumes exactly: a fresh sampler at position n gives what an uninterrupted one gives
@@ -422,6 +472,10 @@ def test_mtf_hyper_trains_on_remapped_and_mustread_episodes(tmp_path):
         and FAMILIES[e.task.split(":")[1].split("/")[0]].split == "heldout"
         for e in from_mustread
     )
+    with pytest.raises(Exception, match="data.remap=SHARE"):
+        OBJECTIVES.get("mtf_hyper")(load_config(smoke, [*over, "data.options={remap: 0}"]))
+    seeded = load_config(smoke, [*over, "data.mustread_options={train_tasks: 2, seed: 1}"])
+    assert OBJECTIVES.get("mtf_hyper")(seeded).stream_fingerprint != objective.stream_fingerprint
     finals = list(train(cfg))
     assert len(finals) == 1 and json.loads((tmp_path / "summary.json").read_text())["steps"] == 3
 

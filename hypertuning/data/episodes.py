@@ -172,12 +172,21 @@ class MixedSampler:
     `mustread` training families mixed into multi-task training. Like `EpisodeSampler`, a pure function
     of (seed, position), so resuming needs nothing but the position."""
 
-    def __init__(self, main: EpisodeSampler, extra: EpisodeSampler, rate: float, seed: int = 0):
+    def __init__(
+        self,
+        main: EpisodeSampler,
+        extra: EpisodeSampler,
+        rate: float,
+        seed: int = 0,
+        options: dict | None = None,
+    ):
+        """`options`: what `extra`'s tasks were made with (a generated collection's seed, say), which its
+        task names and sizes alone do not show; part of the fingerprint."""
         if not 0.0 <= rate <= 1.0:
             raise DataError(f"the mixing rate must be in [0, 1]; got {rate}")
         self.main, self.extra, self.rate, self.seed = main, extra, rate, seed
         self.tasks = [*main.tasks, *extra.tasks]
-        self.fingerprint = config_hash(main.fingerprint, extra.fingerprint, rate, seed)
+        self.fingerprint = config_hash(main.fingerprint, extra.fingerprint, rate, seed, options or {})
         self.position = 0
 
     def episode(self, index: int) -> Episode:

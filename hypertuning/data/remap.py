@@ -7,8 +7,10 @@ the same in every example of the task. A model can then only answer by reading t
 tuning, Wei et al. 2023). Tasks without a fixed label set are skipped, with the reason (`SkipTask`).
 
 A collection that writes its options into the prompt re-renders it with the symbols (`relabelled`; BIG-bench
-does); otherwise options, references and whole-word mentions in the task's instruction are replaced, and
-inputs are left as they are.
+does); otherwise options and references are replaced and inputs are left as they are. The task's
+instruction is dropped, as symbol tuning drops it: an instruction that names the labels ("use Neither
+when...") would state the mapping once its words were replaced. Inputs may still name the natural labels
+("True, False, or Neither?"); which symbol is which is then still only in the examples.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def relabel_input(text: str, mapping: dict[str, str], choice_prefix: str | None)
 
 def remap_episode(ep, labels: tuple[str, ...], rng, choice_prefix: str | None = None):
     """The episode with its labels replaced by training symbols drawn with `rng`, consistently in the
-    shots, the target and the options listed in their prompts."""
+    shots, the target and the options listed in their prompts; without its instruction (see above)."""
     from .collections.mustread import TRAIN_SYMBOLS
 
     mapping = dict(zip(labels, rng.sample(TRAIN_SYMBOLS, len(labels)), strict=True))
@@ -73,7 +75,7 @@ def remap_episode(ep, labels: tuple[str, ...], rng, choice_prefix: str | None = 
         ep,
         target=one(ep.target),
         shots=tuple(one(s) for s in ep.shots),
-        instruction=relabel_text(ep.instruction, mapping),
+        instruction=None,
     )
 
 
@@ -96,21 +98,11 @@ def only_labels(e: Example) -> Example:
     return Example(e.input, (), e.choices, e.answers)
 
 
-def relabel_text(text: str | None, mapping: dict[str, str]) -> str | None:
-    """Whole-word mentions of the labels replaced (an instruction that names the labels)."""
-    if not text:
-        return text
-    pattern = re.compile(
-        "|".join(rf"(?<!\w){re.escape(k)}(?!\w)" for k in sorted(mapping, key=len, reverse=True))
-    )
-    return pattern.sub(lambda m: mapping[m.group(0)], text)
-
-
 def relabel_task(task: Task, mapping: dict[str, str]) -> Task:
     return replace(
         task,
         examples=tuple(relabel_example(e, mapping) for e in task.examples),
-        instruction=relabel_text(task.instruction, mapping),
+        instruction=None,
     )
 
 
@@ -126,6 +118,8 @@ class Remapped:
         self._cache: dict[str, Task] = {}
 
     def __getattr__(self, attr):  # task_names, check_name, default_heldout... are the collection's own
+        if attr == "inner":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(attr)
         return getattr(self.inner, attr)
 
     def load(self, name: str) -> Task:

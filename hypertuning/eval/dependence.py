@@ -3,10 +3,11 @@
 For a method that reads K examples (in-context, mtf-fewshot, hyper), on one task at one few-shot seed:
 
 - `changed_with_other_examples`: the share of evaluated items whose prediction changes when the K examples
-  come from another seed (seed + 1) of the same task;
+  come from another seed (seed + 1) of the same task; None when the task's pool holds only those K;
 - `changed_with_other_task`: ... when the adapter (or prompt) comes from another evaluated task's K examples:
-  the next task in the evaluation's order with the same label set, else the same number of options (a
-  generative task takes the next generative one); None when there is none;
+  the next task in the evaluation's order, of another family, with the same label set, else the same
+  number of options (a generative task takes the next generative one); None when there is none. The
+  pairing depends on which tasks are evaluated (recorded in `dependence_info.other_task`);
 - `follows_label_permutation` (tasks with a fixed label set): each item gets a uniformly random permutation
   of the labels, applied to the labels of the K examples; the share of items whose prediction moves with it
   (new prediction = the permutation of the old one). A method that ignores its examples keeps its answer,
@@ -69,17 +70,26 @@ def _kind(task: Task):
     return labels, len(task.examples[0].choices)
 
 
+def _family(task: Task) -> str:
+    """A task's family: its `mustread` family, or the parent of a "parent/sub" name."""
+    return task.meta.get("family") or task.name.split("/")[0]
+
+
 def other_task(task: Task, tasks: Sequence[Task]) -> Task | None:
-    """The next task after `task` (cyclically) with the same label set, else the same option count."""
+    """The next task after `task` (cyclically) of another family with the same label set, else with the
+    same option count; tasks of its own family only when no other qualifies. (Two seeds of one family can
+    share their labels and their mapping, e.g. review-flipped: a perfect reader would not change.)"""
     ids = [t.id for t in tasks]
     start = ids.index(task.id) if task.id in ids else -1
     ring = [tasks[(start + 1 + j) % len(tasks)] for j in range(len(tasks))]
     ring = [t for t in ring if t.id != task.id]
     labels, size = _kind(task)
-    for match in (lambda t: labels is not None and _kind(t)[0] == labels, lambda t: _kind(t)[1] == size):
-        for t in ring:
-            if match(t):
-                return t
+    for same_family in (False, True):
+        pool = [t for t in ring if (_family(t) == _family(task)) == same_family]
+        for match in (lambda t: labels is not None and _kind(t)[0] == labels, lambda t: _kind(t)[1] == size):
+            for t in pool:
+                if match(t):
+                    return t
     return None
 
 
@@ -120,11 +130,11 @@ def dependence(
     info: dict = {}
     try:
         alt, _ = heldout_shots(task, k, seed + 1, pool_size, up_to=True)
-        out["changed_with_other_examples"] = changed(predictions, predict(task, alt, examples))
-        # a pool of only K examples shows the same ones at every seed (reordered)
-        info["same_examples_at_other_seed"] = {(e.input, e.target) for e in alt} == {
-            (e.input, e.target) for e in shots
-        }
+        # a pool of only K examples shows the same ones at every seed (reordered): no figure then
+        same = {(e.input, e.target) for e in alt} == {(e.input, e.target) for e in shots}
+        info["same_examples_at_other_seed"] = same
+        if not same:
+            out["changed_with_other_examples"] = changed(predictions, predict(task, alt, examples))
     except DataError:
         pass
     other = other_task(task, tasks)

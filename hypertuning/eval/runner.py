@@ -54,8 +54,7 @@ class EvalSettings:
 
     # what a stored record depends on; a resumed evaluation must match it
     def fingerprint(self) -> dict:
-        # `dependence` adds fields to records without changing their scores
-        return {k: v for k, v in asdict(self).items() if k not in ("seeds", "batch_size", "dependence")}
+        return {k: v for k, v in asdict(self).items() if k not in ("seeds", "batch_size")}
 
 
 def evaluate(
@@ -169,6 +168,7 @@ def _resume(out: Path, methods: Sequence[Method], settings: EvalSettings) -> lis
     mine = settings.fingerprint()
     if (out / SETTINGS).is_file():
         saved = read_json(out / SETTINGS, "evaluation settings")
+        saved.setdefault("dependence", "auto")  # saved before it existed: no must-read task did either
         changed = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
         if changed:
             what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())

@@ -198,6 +198,11 @@ class EpisodeObjective(Objective):
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         d = cfg.data
+        if "remap" in d.options:  # the view's symbols are the held-out pool: training must not see them
+            raise HypertuningError(
+                "data.options.remap is an evaluation view (held-out symbols); to train on remapped labels "
+                "use data.remap=SHARE (training symbols, drawn per episode)"
+            )
         collection = get_collection(d.collection, **d.options)
         train, held = collection.split(heldout=d.heldout, exclude=d.exclude)
         names = d.tasks if d.tasks is not None else train
@@ -211,7 +216,11 @@ class EpisodeObjective(Objective):
             extra = get_collection("mustread", **d.mustread_options)
             extra_tasks = [extra.load(n) for n in extra.split()[0]]
             self.sampler = MixedSampler(
-                self.sampler, EpisodeSampler(extra_tasks, seed=cfg.seed, **kw), d.mustread, cfg.seed
+                self.sampler,
+                EpisodeSampler(extra_tasks, seed=cfg.seed, **kw),
+                d.mustread,
+                cfg.seed,
+                options=d.mustread_options,
             )
         val_tasks = self.heldout or self.tasks
         self.val_sampler = EpisodeSampler(val_tasks, seed=cfg.seed + 1, **{**kw, "mixing": "uniform"})

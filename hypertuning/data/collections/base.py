@@ -50,8 +50,8 @@ class Collection:
 
     def relabelled(self, name: str, mapping: dict[str, str]) -> Task:
         """The task with its labels renamed by `mapping` (for `remap=`). Collections that write the options
-        into the prompt override this to re-render it; here options, references and the instruction's
-        mentions change, and inputs stay as they are."""
+        into the prompt override this to re-render it; here options and references change, inputs stay as
+        they are and the instruction is dropped."""
         from ..remap import relabel_task
 
         return relabel_task(self.load(name), mapping)

@@ -154,11 +154,9 @@ class BigBench(Collection):
 
     def relabelled(self, name: str, mapping: dict[str, str]) -> Task:
         """Re-rendered from the JSON with the labels renamed, so the options listed in each prompt are the
-        symbols too (in the same shuffled order as the original's)."""
-        from ..remap import relabel_text
-
+        symbols too (in the same shuffled order as the original's); without the instruction (data/remap.py)."""
         task = self._load(self.check_name(name), mapping).capped(self.max_examples, self.seed).deduplicated()
-        task.instruction = relabel_text(task.instruction, mapping)
+        task.instruction = None
         return task
 
 
