@@ -57,6 +57,33 @@ def eval_cmd(a, name: str) -> list[str]:
     return cmd
 
 
+def summarise(out: Path) -> dict | None:
+    """The tables from `records.jsonl` (so an evaluation still running reports the tasks it has finished
+    for every method), in results.json's shape."""
+    from hypertuning.eval.runner import RECORDS, Results
+
+    records = (
+        [json.loads(x) for x in (out / RECORDS).read_text().splitlines()] if (out / RECORDS).exists() else []
+    )
+    if not records:
+        return None
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    res = Results(records, methods, tasks)
+    columns, rows, spread = res.table()
+    done = [t for t in tasks if t not in res.incomplete()]
+    return {
+        "columns": columns,
+        "table": rows,
+        "avg_std": spread,
+        "chance": res.chance(),
+        "dependence": res.dependence(),
+        "k": json.loads((out / "eval_config.json").read_text())["k"],
+        "records": len(records),
+        "tasks": done,
+    }
+
+
 def report(a) -> None:
     from hypertuning.eval.dependence import FIGURES
     from hypertuning.eval.runner import AVG
@@ -68,13 +95,13 @@ def report(a) -> None:
         "follows_label_permutation": "follows perm.",
     }
     for name in COLUMNS:
-        path = ROOT / a.out / name / "results.json"
-        if not path.exists():
+        r = summarise(ROOT / a.out / name)
+        if r is None:
             print(f"\n{name}: not evaluated yet")
             continue
-        r = json.loads(path.read_text())
         dep, chance = r["dependence"], r["chance"]
-        print(f"\n## {name}: AVG score (%) and example dependence (% of answers; K={r['settings']['k']})")
+        print(f"\n## {name}: AVG score (%) and example dependence (% of answers; K={r['k']})")
+        print(f"({r['records']} records; tasks every method has: {len(r['tasks'])})")
         choice = [c for c in r["columns"] if chance.get(c) is not None]
         heads = [*r["columns"], "AVG", "AVG choice", *short.values()]
         print("| method | " + " | ".join(heads) + " |")
@@ -90,8 +117,6 @@ def report(a) -> None:
             print(
                 f"| {m} | {scores} | {row[AVG]:.1f} ± {std:.1f} | {avg_choice} | " + " | ".join(figs) + " |"
             )
-        if r.get("skipped"):
-            print(f"(skipped: {len(r['skipped'])} tasks without a fixed label set)")
 
 
 def main() -> None:
