@@ -62,7 +62,25 @@ def mixing_weights(
     raise DataError(f"Unknown mixing {mixing!r}; choose from {', '.join(MIXING)}")
 
 
-class EpisodeSampler:
+class _Stream:
+    """Iteration over `episode(position)`, for samplers whose episodes are a pure function of position."""
+
+    position = 0
+
+    def episode(self, index: int) -> Episode:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Episode]:
+        while True:
+            ep = self.episode(self.position)
+            self.position += 1
+            yield ep
+
+    def take(self, n: int) -> list[Episode]:
+        return list(itertools.islice(iter(self), n))
+
+
+class EpisodeSampler(_Stream):
     """Endless, deterministic, resumable episodes over many tasks.
 
     `shots="sample"` draws K examples of the target's task other than the target itself;
@@ -144,15 +162,6 @@ class EpisodeSampler:
             )
         return ep
 
-    def __iter__(self) -> Iterator[Episode]:
-        while True:
-            ep = self.episode(self.position)
-            self.position += 1
-            yield ep
-
-    def take(self, n: int) -> list[Episode]:
-        return list(itertools.islice(iter(self), n))
-
     def state_dict(self) -> dict:
         return {
             "seed": self.seed,
@@ -167,7 +176,7 @@ class EpisodeSampler:
         self.position = int(state["position"])
 
 
-class MixedSampler:
+class MixedSampler(_Stream):
     """Episode `i` from `extra` with probability `rate` (drawn per position), else from `main`: for instance
     `mustread` training families mixed into multi-task training. Like `EpisodeSampler`, a pure function
     of (seed, position), so resuming needs nothing but the position."""
@@ -192,15 +201,6 @@ class MixedSampler:
     def episode(self, index: int) -> Episode:
         from_extra = rng_for(self.seed, "mix", index).random() < self.rate
         return (self.extra if from_extra else self.main).episode(index)
-
-    def __iter__(self) -> Iterator[Episode]:
-        while True:
-            ep = self.episode(self.position)
-            self.position += 1
-            yield ep
-
-    def take(self, n: int) -> list[Episode]:
-        return list(itertools.islice(iter(self), n))
 
 
 def heldout_shots(
