@@ -1,3 +1,4 @@
-from .model import HyperConfig, HyperModel
+from . import kv as _kv  # noqa: F401  (registers the "kv" readout)
+from .model import READOUTS, HyperConfig, HyperModel
 
-__all__ = ["HyperConfig", "HyperModel"]
+__all__ = ["READOUTS", "HyperConfig", "HyperModel"]

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .._io import atomic_write, read_json, read_safetensors, write_json
+from .._registry import Registry
 from ..adapter import Adapter
 from ..data.format import SPECIAL_TOKENS, encode_examples, normalise_examples, pad_batch
 from ..errors import CheckpointError, HypertuningError
@@ -23,6 +24,9 @@ from .backbone import BACKBONES, build_backbone_model
 
 CONFIG_FILE, WEIGHTS_FILE = "hypermodel_config.json", "model.safetensors"
 TOKENIZER_DIR, BACKBONE_CONFIG = "tokenizer", "backbone_config.json"
+# How a hypermodel turns what it read into phi: "heads" (the paper's query outputs through learned heads,
+# this file) or "kv" (the downstream model's own keys/values at learned slots, kv.py).
+READOUTS: Registry[type] = Registry("hypermodel readout")
 
 
 @dataclass
@@ -37,6 +41,8 @@ class HyperConfig:
     max_input_tokens: int = 1024  # the paper's hypermodel input limit (Appendix A)
     format_version: int = 1
     extra: dict = field(default_factory=dict)
+    readout: str = "heads"  # a READOUTS name
+    readout_options: dict = field(default_factory=dict)
 
 
 class HyperModel(nn.Module):
@@ -64,10 +70,21 @@ class HyperModel(nn.Module):
         layers: int | None = None,
         backbone: str | None = None,
         max_input_tokens: int = 1024,
+        readout: str = "heads",
+        readout_options: dict | None = None,
         **target_options,
     ) -> HyperModel:
         """A new hypermodel for `downstream`, its backbone initialised from the downstream model's first
-        `layers` blocks. Target options: lora -> rank, alpha, modules, gate_init; prefix -> prefix_len."""
+        `layers` blocks. Target options: lora -> rank, alpha, modules, gate_init; prefix -> prefix_len.
+
+        `readout="kv"` builds the key/value readout instead (`hyper/kv.py`: target prefix, no backbone
+        copy; `readout_options` slots, lora_rank, lora_modules, separator)."""
+        if readout != "heads":
+            if target_options or layers or backbone:
+                raise HypertuningError(
+                    f"The {readout!r} readout takes readout_options, not target options, layers or backbone"
+                )
+            return READOUTS.get(readout).build(downstream, target, max_input_tokens, readout_options or {})
         opts = TARGETS.get(target)(downstream.spec, **target_options).options  # validates before heavy work
         kind = backbone or FAMILIES.get(downstream.spec.family).hyper_backbone
         if kind not in BACKBONES:
@@ -85,6 +102,10 @@ class HyperModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.queries.device
+
+    def trainable_backbones(self) -> list[nn.Module]:
+        """Transformers models inside the hypermodel, for gradient checkpointing."""
+        return [self.backbone.model]
 
     # -- the forward pass ------------------------------------------------------------------------------
     def encode_ids(self, examples, instruction: str | None = None, stats=None) -> list[int]:
@@ -197,6 +218,8 @@ class HyperModel(nn.Module):
         spec = DownstreamSpec.from_dict(config.downstream)
         if downstream is not None:
             downstream.check_compatible(spec, "hypermodel")
+        if config.readout != "heads":
+            return READOUTS.get(config.readout).load(d, config, downstream, device)
         bcfg = read_json(d / BACKBONE_CONFIG, "backbone config")
         backbone_config = AutoConfig.for_model(bcfg.pop("model_type"), **bcfg)
         impl = "eager" if config.backbone == "encoder-decoder" else "sdpa"
@@ -214,3 +237,6 @@ class HyperModel(nn.Module):
         if device:
             hm.to(device)
         return hm.eval()
+
+
+READOUTS.register("heads")(HyperModel)

@@ -69,6 +69,9 @@ def _prefixed(base: str):
         active = kwargs.pop(PHI_KWARG, None)
         slot = getattr(module, "_hypertuning_slot", None)
         prefix = active.prefix_for(slot) if active is not None and slot is not None else None
+        if active is not None and active.capture is not None and slot is not None:
+            n = active.capture_last
+            active.capture[slot] = (key[:, :, key.shape[2] - n :], value[:, :, value.shape[2] - n :])
         if prefix is not None:
             pk, pv = prefix  # [B, Hkv, P, D] each
             pk = expand_rows(pk, key.shape[0]).to(key.dtype)

@@ -25,15 +25,23 @@ class ActivePhi:
     with LoRA scaling folded into B. `rows` ([B] bool, or None for all) says which rows phi applies to: a
     mixed batch (some rows on the base model) carries zeros in the other rows, which is exactly no change
     for LoRA, and whose prefix columns the attention wrapper hides.
+
+    `capture` (a dict, or None) asks the attention wrapper to record, per slot, the keys (after rotary
+    and any QK-norm) and values of the last `capture_last` positions as attention saw them: the key/value
+    readout takes its prefixes from there (`hyper/kv.py`).
     """
 
     prefix: dict[str, torch.Tensor] = field(default_factory=dict)
     lora: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     rows: torch.Tensor | None = None
+    capture: dict | None = None
+    capture_last: int = 0
 
     @property
     def batch_size(self) -> int:
         t = next(iter(self.prefix.values()), None)
+        if t is None and not self.lora:
+            raise HypertuningError("this ActivePhi holds no parameters")
         return t.shape[0] if t is not None else next(iter(self.lora.values()))[0].shape[0]
 
     def prefix_for(self, slot: Slot):

@@ -35,6 +35,8 @@ class HyperModelConfig:
     layers: int | None = None  # backbone blocks taken from the downstream model (None = all)
     backbone: str | None = None
     max_input_tokens: int = 1024
+    readout: str = "heads"  # heads (the paper's) | kv (the downstream model's own keys/values at slots)
+    readout_options: dict = field(default_factory=dict)  # kv: slots, lora_rank, lora_modules, separator
 
 
 @dataclass

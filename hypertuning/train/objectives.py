@@ -114,6 +114,8 @@ def build_hypermodel(cfg: RunConfig, downstream) -> HyperModel:
         layers=h.layers,
         backbone=h.backbone,
         max_input_tokens=h.max_input_tokens,
+        readout=h.readout,
+        readout_options=h.readout_options,
         **h.options,
     )
     return hm.train()
@@ -301,7 +303,7 @@ class HyperObjective(EpisodeObjective):
         return lm_collate(self.downstream, items, self.hypermodel.tokenizer.pad_token_id or 0)
 
     def checkpointable(self):
-        return [self.hypermodel.backbone.model, self.downstream.model]
+        return [*self.hypermodel.trainable_backbones(), self.downstream.model]
 
     def save_final(self, directory, step):
         save_hypermodel(self, directory, step)
@@ -453,7 +455,7 @@ class Caclm(Objective):
         ]
 
     def checkpointable(self):
-        return [self.hypermodel.backbone.model, self.downstream.model]
+        return [*self.hypermodel.trainable_backbones(), self.downstream.model]
 
     def save_final(self, directory, step):
         save_hypermodel(self, directory, step)

@@ -1,0 +1,205 @@
+"""The key/value readout: a hypermodel whose prefix is the downstream model's own keys and values at P
+learned slots placed after the examples (gisting, Mu et al. 2023; HyperLlama, arXiv 2402.16817).
+
+Why a readout of its own: the paper's heads map a few query vectors to every layer's prefix through
+learned linear maps whose bias alone can carry one shared adapter; after multi-task training ours did
+exactly that (BENCHMARKS.md, "Does the hypermodel read the examples?"). Here there is no head: the prefix
+of layer l *is* what layer l of the frozen downstream model computed at the slots while reading the
+examples, so a fresh hypermodel already emits a compressed in-context representation and different
+examples give different prefixes by construction.
+
+- The backbone is the downstream model itself (its weights, not a copy): the hypermodel registers only the
+  slot embeddings and, optionally, a LoRA applied to the readout pass (B starts at zero, so a fresh readout
+  is the plain model). A saved hypermodel holds just those.
+- The examples are written as the in-context baseline writes them (`x y` joined by `separator`, then the
+  separator), in the downstream tokenizer, so the slots sit where the query would.
+- Positions: the adapted model keeps its real tokens at positions 0..T-1, with the prefix before them. The
+  readout pass therefore gives the slots positions -P..-1 and the examples the positions before those, so
+  the rotary angle between a slot's key and a later query is the one the query would see in context.
+  Rotary embeddings are relative, so negative positions are exact, not an approximation.
+- Keys and values are taken where attention sees them (after rotary and any QK-norm), recorded by the
+  attention wrapper the prefixes already go through (`ActivePhi.capture`), so no model's rotary or norms
+  are re-implemented here.
+
+Known limits: the readout pass builds its own 4D mask, so sliding-window layers see every earlier example
+token there; decoder-only downstream models only (T5's encoder has no causal place for slots).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from .._io import atomic_write, read_json, read_safetensors, write_json
+from ..data.format import normalise_examples, pack_pieces
+from ..errors import CheckpointError, HypertuningError
+from ..models.base import Slot
+from ..peft import TARGETS, ActivePhi, Phi
+from .model import CONFIG_FILE, READOUTS, TOKENIZER_DIR, WEIGHTS_FILE, HyperConfig, HyperModel
+
+
+@READOUTS.register("kv")
+class KVReadout(HyperModel):
+    """Options (`readout_options`): `slots` (P, the prefix length), `lora_rank` (0 = no LoRA on the readout
+    pass), `lora_modules` (default: the family's LoRA modules) and `separator` (between examples)."""
+
+    defaults = {"slots": 16, "lora_rank": 0, "lora_modules": None, "separator": "\n"}
+
+    def __init__(self, config: HyperConfig, downstream):
+        nn.Module.__init__(self)
+        if downstream is None:
+            raise HypertuningError("The key/value readout runs on its downstream model: pass `downstream`")
+        if list(downstream.spec.kinds) != ["self"]:
+            raise HypertuningError(
+                "The key/value readout needs a decoder-only downstream model (its slots follow the examples "
+                f"causally); this one has attention kinds {sorted(downstream.spec.kinds)}"
+            )
+        if downstream.attention_base is None:
+            raise HypertuningError(
+                "The key/value readout reads keys and values through the 'sdpa' or 'eager' attention "
+                f"implementation; this model uses {downstream.model.config._attn_implementation!r}"
+            )
+        self.config = config
+        self.spec = downstream.spec
+        self.opts = {**self.defaults, **config.readout_options}
+        self.target = TARGETS.get(config.target)(self.spec, **config.target_options)
+        self.tokenizer = downstream.tokenizer
+        self._downstream = (downstream,)  # a tuple: the downstream model is not a registered submodule
+        p = self.opts["slots"]
+        # The slots start as randomly chosen rows of the token embedding matrix (Lester et al., 2021).
+        emb = downstream.model.get_input_embeddings().weight.detach()
+        rows = torch.randint(0, emb.shape[0], (p,))
+        self.slots = nn.Parameter(emb[rows].clone().float())  # [P, H]
+        self.lora = None
+        if self.opts["lora_rank"]:
+            lora = TARGETS.get("lora")(
+                self.spec, rank=self.opts["lora_rank"], modules=self.opts["lora_modules"]
+            )
+            self._lora_target = lora
+            self.lora = lora.trainable()  # peft's start: A kaiming-uniform, B zero (the plain model)
+        self._sep_ids = self.tokenizer(self.opts["separator"], add_special_tokens=False)["input_ids"]
+
+    # -- building ------------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, downstream, target, max_input_tokens, readout_options) -> KVReadout:
+        unknown = set(readout_options) - set(cls.defaults)
+        if unknown:
+            raise HypertuningError(
+                f"Unknown kv readout option(s) {sorted(unknown)}; it takes {sorted(cls.defaults)}"
+            )
+        if target != "prefix":
+            raise HypertuningError(
+                f"The key/value readout generates prefixes (target 'prefix'), not {target!r}"
+            )
+        opts = {**cls.defaults, **readout_options}
+        if int(opts["slots"]) < 1:
+            raise HypertuningError(f"slots must be >= 1, got {opts['slots']}")
+        t_opts = TARGETS.get("prefix")(downstream.spec, prefix_len=int(opts["slots"])).options
+        config = HyperConfig(
+            "prefix",
+            t_opts,
+            downstream.spec.to_dict(),
+            "downstream",
+            None,
+            max_input_tokens,
+            readout="kv",
+            readout_options=dict(readout_options),
+        )
+        return cls(config, downstream).to(downstream.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.slots.device
+
+    def trainable_backbones(self) -> list[nn.Module]:
+        return []  # the downstream model is checkpointed (or not) by the objective itself
+
+    # -- the forward pass ------------------------------------------------------------------------------
+    def encode_ids(self, examples, instruction: str | None = None, stats=None) -> list[int]:
+        """The examples as the in-context prompt writes them, ending with the separator a query would
+        follow, within `max_input_tokens` (whole examples dropped)."""
+        sep = self.opts["separator"]
+        pieces = ([instruction] if instruction else []) + [
+            f"{x} {y}" for x, y in normalise_examples(examples)
+        ]
+        limit = self.config.max_input_tokens - len(self._sep_ids)
+        ids = pack_pieces(
+            self.tokenizer, pieces, limit, sep, stats=stats, key="hyper", lead=int(bool(instruction))
+        )
+        return ids + self._sep_ids
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Phi:
+        """Right-padded example ids [B, T] -> phi {"self": [B, L, 2, Hkv, P, D]}; differentiable."""
+        ds = self._downstream[0]
+        model = ds.model
+        b, t = input_ids.shape
+        p = self.slots.shape[0]
+        tokens = model.get_input_embeddings()(input_ids)
+        x = torch.cat([tokens, self.slots[None].expand(b, -1, -1).to(tokens.dtype)], dim=1)
+        real = attention_mask.bool()
+        n = t + p
+        idx = torch.arange(n, device=x.device)
+        key_real = torch.cat([real, torch.ones(b, p, dtype=torch.bool, device=x.device)], dim=1)
+        allowed = (idx[None, :] <= idx[:, None])[None] & key_real[:, None, :]
+        allowed |= torch.eye(n, dtype=torch.bool, device=x.device)[None]  # padding rows: no empty row (NaN)
+        mask = allowed[:, None]
+        if ds.attention_base == "eager":
+            mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(
+                ~mask, torch.finfo(x.dtype).min
+            )
+        lengths = real.sum(1, keepdim=True)
+        positions = torch.cat(
+            [
+                torch.arange(t, device=x.device)[None] - lengths - p,  # real tokens end at -P-1
+                torch.arange(p, device=x.device).expand(b, p) - p,  # the slots: -P..-1
+            ],
+            dim=1,
+        )
+        lora = self._lora_target.bind(self.lora()).lora if self.lora is not None else {}
+        active = ActivePhi(lora=lora, capture={}, capture_last=p)
+        model.base_model(
+            inputs_embeds=x, attention_mask=mask, position_ids=positions, hypertuning_phi=active
+        )
+        ks = self.spec.kinds["self"]
+        layers = [torch.stack(active.capture[Slot("self", i)], dim=1) for i in range(ks.num_layers)]
+        return {"self": torch.stack(layers, dim=1).float()}  # [B, L, 2, Hkv, P, D]
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(repr(asdict(self.config)).encode())
+        for _, v in sorted(self.state_dict().items()):
+            h.update(v.detach().flatten()[:4096].float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    # -- files ---------------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Only what trains: the slots and the readout LoRA (the backbone is the downstream model)."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        atomic_write(out / WEIGHTS_FILE, lambda p: save_file(state, p, metadata={"format": "pt"}))
+        self.tokenizer.save_pretrained(out / TOKENIZER_DIR)
+        write_json(out / CONFIG_FILE, asdict(self.config))  # last: marks a complete directory
+        return out
+
+    @classmethod
+    def load(cls, d: Path, config: HyperConfig, downstream, device: str | None) -> KVReadout:
+        if downstream is None:
+            from ..models.downstream import load_downstream
+
+            downstream = load_downstream(config.downstream["checkpoint"], device=device)
+            downstream.check_compatible(HyperModel.read_spec(d), "hypermodel")
+        hm = cls(config, downstream)
+        state = read_safetensors(d / WEIGHTS_FILE)
+        missing, unexpected = hm.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{d / WEIGHTS_FILE} does not match its config: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
+        return hm.to(device or downstream.device).eval()

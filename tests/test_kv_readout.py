@@ -1,0 +1,186 @@
+"""The key/value readout (hyper/kv.py): its prefix is the downstream model's own keys/values at the slots."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from hypertuning import HyperModel, HypertuningError
+from hypertuning.hyper.kv import KVReadout
+from hypertuning.models.attention import PHI_KWARG
+
+from .test_peft_equivalence import INPUTS, PEFT_CHILD, _ours
+from .test_train import smoke
+
+OTHER = [("red", "colour"), ("seven", "number"), ("blue", "colour")]
+
+
+def _kv(ds, slots=4, lora_rank=0, seed=0):
+    torch.manual_seed(seed)
+    opts = {"slots": slots, "lora_rank": lora_rank}
+    return HyperModel.create(ds, "prefix", readout="kv", readout_options=opts)
+
+
+def _hook_kv(ds):
+    """Per layer, the raw k_proj / v_proj outputs of the last forward pass."""
+    got, handles = {}, []
+    for slot, module in ds.family.attention_modules():
+        for name in ("k_proj", "v_proj"):
+
+            def hook(mod, args, out, layer=slot.layer, name=name):
+                got[(layer, name)] = out.detach()
+
+            handles.append(getattr(module, name).register_forward_hook(hook))
+    return got, handles
+
+
+def test_prefix_is_the_models_own_keys_and_values_at_the_slots(llama, examples):
+    hm = _kv(llama, slots=3)
+    ids, mask = hm.encode([examples, OTHER])
+    got, handles = _hook_kv(llama)
+    try:
+        with torch.no_grad():
+            phi = hm(ids, mask)["self"]  # [B, L, 2, Hkv, P, D]
+    finally:
+        for h in handles:
+            h.remove()
+    cfg, p = llama.model.config, 3
+    hkv, d = cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
+    b, t = ids.shape
+    positions = torch.arange(p).expand(b, p) - p  # the slots sit at -P..-1
+    for layer in range(cfg.num_hidden_layers):
+        k = got[(layer, "k_proj")][:, t:].reshape(b, p, hkv, d).transpose(1, 2)
+        v = got[(layer, "v_proj")][:, t:].reshape(b, p, hkv, d).transpose(1, 2)
+        cos, sin = llama.model.model.rotary_emb(v, positions)
+        _, k_rot = apply_rotary_pos_emb(k, k, cos, sin)
+        torch.testing.assert_close(phi[:, layer, 0], k_rot, atol=1e-6, rtol=0)
+        assert torch.equal(phi[:, layer, 1], v)
+
+
+def test_slot_positions_continue_into_the_adapted_input(llama):
+    """With no examples and slots set to the embeddings of a text S, the prefix is S's keys/values, so
+    scoring Q under it equals the plain model reading S then Q: the slots' rotary positions (-P..-1) line
+    up with the real tokens' (0..T-1) exactly."""
+    hm = _kv(llama, slots=4)
+    s_ids = llama.tokenizer("a short text", add_special_tokens=False)["input_ids"][:4]
+    hm = _kv(llama, slots=len(s_ids))
+    with torch.no_grad():
+        hm.slots.copy_(llama.model.get_input_embeddings().weight[s_ids])
+        phi = hm(torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long))
+    adapter = hm.generate([("x", "y")])  # a real adapter object, its phi replaced
+    adapter.phi = phi
+    q_ids = llama.tokenizer(INPUTS[1], add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([q_ids])
+    with torch.no_grad():
+        ours = llama.model(input_ids=ids, **{PHI_KWARG: adapter.bind()}).logits[0]
+        plain = llama.model(input_ids=torch.tensor([s_ids + q_ids])).logits[0, len(s_ids) :]
+    torch.testing.assert_close(ours, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_fresh_readout_reads_its_examples_and_batches_exactly(llama, examples):
+    hm = _kv(llama, slots=4, lora_rank=2)
+    a, b = hm.generate(examples), hm.generate(OTHER)
+    assert (a.phi["self"] - b.phi["self"]).abs().max() > 1e-3  # different examples, different prefix
+    batch = hm.generate_batch([examples, OTHER, examples[:1]])
+    for alone, row in zip([a, b, hm.generate(examples[:1])], batch, strict=True):
+        torch.testing.assert_close(row.phi["self"], alone.phi["self"], atol=1e-6, rtol=0)
+
+
+def test_readout_lora_changes_the_readout_pass_only_once_trained(llama, examples):
+    hm = _kv(llama, slots=2, lora_rank=2)
+    before = hm.generate(examples).phi["self"]
+    assert torch.equal(before, _kv(llama, slots=2).generate(examples).phi["self"])  # B = 0: plain model
+    with torch.no_grad():
+        for name, p in hm.lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    assert (hm.generate(examples).phi["self"] - before).abs().max() > 1e-4
+
+
+def test_gradients_reach_slots_and_readout_lora_only(llama, examples):
+    hm = _kv(llama, slots=3, lora_rank=2).train()
+    ids, mask = hm.encode([examples, OTHER])
+    phi = hm(ids, mask)
+    batch = llama.lm_batch(llama.encode_inputs(["the cat", "red"]), llama.encode_targets(["le", "x"]))
+    loss, n = llama.lm_loss(batch, hm.target.bind(phi))
+    (loss / n).backward()
+    assert hm.slots.grad is not None and hm.slots.grad.abs().sum() > 0
+    for name, p in hm.lora.named_parameters():
+        if "lora_B" in name:  # A's gradient is zero while B is (peft's start)
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in llama.model.parameters())
+    hm.zero_grad()
+
+
+def test_saved_readout_holds_only_what_trains_and_reloads(llama, tiny_dirs, examples, tmp_path):
+    hm = _kv(llama, slots=3, lora_rank=2)
+    with torch.no_grad():
+        for name, p in hm.lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    hm.save_pretrained(tmp_path / "hm")
+    keys = set(load_file(tmp_path / "hm" / "model.safetensors"))
+    assert keys == {n for n, _ in hm.named_parameters()} and "slots" in keys
+    assert not any("embed_tokens" in k or "layers." in k and "lora" not in k for k in keys)
+    want = hm.generate(examples).phi["self"]
+    for ds in (llama, None):  # without a downstream model it loads the one it was built for
+        loaded = HyperModel.from_pretrained(tmp_path / "hm", downstream=ds)
+        assert isinstance(loaded, KVReadout)
+        torch.testing.assert_close(loaded.generate(examples).phi["self"], want, atol=1e-6, rtol=0)
+
+
+def test_readout_adapter_loads_in_plain_peft_with_identical_logits(llama, tiny_dirs, examples, tmp_path):
+    adapter = _kv(llama, slots=5).generate(examples)
+    adapter.save_pretrained(tmp_path / "adapter")
+    proc = subprocess.run(
+        [sys.executable, "-c", PEFT_CHILD, str(tmp_path / "adapter"), str(tiny_dirs["llama"]), "0"]
+        + [json.dumps(INPUTS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+    for text, ref in zip(INPUTS, theirs, strict=True):
+        ref = torch.tensor(ref)
+        assert (_ours(llama, adapter, text) - ref).abs().max().item() <= 1e-4
+        assert (ref - _ours(llama, None, text)).abs().max().item() > 1e-3
+
+
+def test_readout_refuses_what_it_cannot_do(llama, t5):
+    with pytest.raises(HypertuningError, match="generates prefixes"):
+        HyperModel.create(llama, "lora", readout="kv")
+    with pytest.raises(HypertuningError, match="Unknown kv readout option"):
+        HyperModel.create(llama, "prefix", readout="kv", readout_options={"slot": 4})
+    with pytest.raises(HypertuningError, match="not target options"):
+        HyperModel.create(llama, "prefix", readout="kv", prefix_len=4)
+    with pytest.raises(HypertuningError, match="decoder-only"):
+        HyperModel.create(t5, "prefix", readout="kv")
+    with pytest.raises(HypertuningError, match="Unknown hypermodel readout"):
+        HyperModel.create(llama, "prefix", readout="gist")
+
+
+def test_mtf_hyper_trains_the_kv_readout(tmp_path):
+    from hypertuning.train import train
+
+    overrides = [
+        "train.steps=6",
+        "eval.every=3",
+        "checkpoint.every=3",
+        "hypermodel.target=prefix",
+        "hypermodel.readout=kv",
+        "hypermodel.options={}",
+        "hypermodel.readout_options={slots: 4, lora_rank: 2}",
+    ]
+    train(smoke("mtf_hyper", tmp_path / "run", *overrides))
+    hm = HyperModel.from_pretrained(tmp_path / "run" / "final")
+    assert isinstance(hm, KVReadout) and hm.config.extra["training"][-1]["steps"] == 6
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    probe = [r for r in rows if "eval_phi_other_task" in r]
+    assert probe and probe[0]["eval_phi_other_task"] > 0  # a fresh readout already differs across tasks
