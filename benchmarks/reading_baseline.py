@@ -57,14 +57,16 @@ def eval_cmd(a, name: str) -> list[str]:
     return cmd
 
 
-def summarise(out: Path) -> dict | None:
+def summarise(out: Path, methods: set | None = None) -> dict | None:
     """The tables from `records.jsonl` (so an evaluation still running reports the tasks it has finished
-    for every method), in results.json's shape."""
+    for every method), in results.json's shape; only `methods` (labels) when given."""
     from hypertuning.eval.runner import RECORDS, Results
 
     records = (
         [json.loads(x) for x in (out / RECORDS).read_text().splitlines()] if (out / RECORDS).exists() else []
     )
+    if methods is not None:
+        records = [r for r in records if r["method"] in methods]
     if not records:
         return None
     methods = list(dict.fromkeys(r["method"] for r in records))
@@ -79,6 +81,7 @@ def summarise(out: Path) -> dict | None:
         "chance": res.chance(),
         "dependence": res.dependence(),
         "k": json.loads((out / "eval_config.json").read_text())["k"],
+        "adapt_seconds": res.median("adapt_seconds"),
         "records": len(records),
         "tasks": done,
     }

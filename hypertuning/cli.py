@@ -20,10 +20,32 @@ def _new(args) -> None:
         opts["rank"] = args.rank
     if args.prefix_len is not None:
         opts["prefix_len"] = args.prefix_len
-    hm = HyperModel.create(ds, target=args.target, layers=args.layers, **opts)
+    if args.readout == "kv":
+        if args.target != "prefix" or opts or args.layers:
+            raise HypertuningError(
+                "--readout kv generates prefixes from the downstream model itself: use --target prefix "
+                "and --slots / --readout-lora-rank, not --rank, --prefix-len or --layers"
+            )
+        ropts = {"slots": args.slots or 16, "lora_rank": args.readout_lora_rank or 0}
+        hm = HyperModel.create(ds, target="prefix", readout="kv", readout_options=ropts)
+    elif args.readout == "outer":
+        if args.target != "lora" or args.prefix_len or args.layers or args.slots or args.readout_lora_rank:
+            raise HypertuningError(
+                "--readout outer generates LoRA from the downstream model itself: use --target lora and "
+                "--rank, not --prefix-len, --layers, --slots or --readout-lora-rank"
+            )
+        ropts = {"rank": args.rank} if args.rank else {}
+        hm = HyperModel.create(ds, target="lora", readout="outer", readout_options=ropts)
+    else:
+        if args.slots is not None or args.readout_lora_rank is not None:
+            raise HypertuningError("--slots and --readout-lora-rank belong to --readout kv")
+        hm = HyperModel.create(ds, target=args.target, layers=args.layers, **opts)
     hm.save_pretrained(args.out)
     n = sum(p.numel() for p in hm.parameters())
-    print(f"Saved a new {args.target} hypermodel ({n / 1e6:.2f}M parameters) for {ds.name} to {args.out}")
+    print(
+        f"Saved a new {args.target} hypermodel ({args.readout} readout, {n / 1e6:.2f}M trainable "
+        f"parameters) for {ds.name} to {args.out}"
+    )
 
 
 def _adapt(args) -> None:
@@ -336,6 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layers", type=int, default=None, help="keep only the first N blocks in the hypermodel")
     s.add_argument("--rank", type=int, default=None, help="LoRA rank")
     s.add_argument("--prefix-len", type=int, default=None, help="prefix length P")
+    s.add_argument(
+        "--readout",
+        choices=["heads", "kv", "outer"],
+        default="heads",
+        help="heads: the paper's; kv: the downstream model's own keys/values at learned slots (prefix); "
+        "outer: LoRA from outer products of the downstream model's states on the examples",
+    )
+    s.add_argument("--slots", type=int, default=None, help="kv readout: slots (the prefix length)")
+    s.add_argument("--readout-lora-rank", type=int, default=None, help="kv readout: LoRA on its pass")
     s.add_argument("--out", required=True)
     s.set_defaults(func=_new)
 

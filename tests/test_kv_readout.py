@@ -184,3 +184,77 @@ def test_mtf_hyper_trains_the_kv_readout(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     probe = [r for r in rows if "eval_phi_other_task" in r]
     assert probe and probe[0]["eval_phi_other_task"] > 0  # a fresh readout already differs across tasks
+
+
+# -- the outer-product LoRA readout (hyper/outer.py) ---------------------------------------------------------
+def _outer(ds, seed=0, **opts):
+    torch.manual_seed(seed)
+    return HyperModel.create(ds, "lora", readout="outer", readout_options={"rank": 2, **opts})
+
+
+def test_outer_readout_lora_differs_between_tasks_and_batches_exactly(llama, examples):
+    hm = _outer(llama)
+    a, b = hm.generate(examples), hm.generate(OTHER)
+    for k in a.phi:
+        assert a.phi[k].shape == b.phi[k].shape
+    delta = lambda ad: ad.phi["self.q_proj.lora_B"][0, 0] @ ad.phi["self.q_proj.lora_A"][0, 0]  # noqa: E731
+    assert (delta(a) - delta(b)).abs().max() > 1e-4 * delta(a).abs().max()  # fresh, already task-specific
+    batch = hm.generate_batch([examples, OTHER, examples[:1]])
+    for alone, row in zip([a, b, hm.generate(examples[:1])], batch, strict=True):
+        for k in alone.phi:
+            torch.testing.assert_close(row.phi[k], alone.phi[k], atol=1e-5, rtol=1e-4)
+
+
+def test_outer_readout_core_is_the_hooked_inputs_outer_product(llama, examples):
+    """lora_A = N(sum_t (P x_t)(Q x_t)^T) A with x_t the q_proj inputs on the examples, recomputed here
+    from a hook of our own."""
+    hm = _outer(llama)
+    ids, mask = hm.encode([examples])
+    seen = {}
+    attn = llama.model.model.layers[1].self_attn
+    h = attn.q_proj.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0].detach()))
+    try:
+        with torch.no_grad():
+            phi = hm(ids, mask)
+    finally:
+        h.remove()
+    x = seen["x"][0]  # [T, in]: one task, no padding
+    p, q = hm.proj["self__q_proj"][1]
+    core = (x @ p.T).T @ (x @ q.T)
+    core = core / core.norm()
+    want = core @ hm.ab["self__q_proj__A"][1]
+    torch.testing.assert_close(phi["self.q_proj.lora_A"][0, 1], want, atol=1e-5, rtol=1e-4)
+
+
+def test_outer_readout_gradients_and_peft_export(llama, tiny_dirs, examples, tmp_path):
+    hm = _outer(llama, gate_init=0.5).train()
+    ids, mask = hm.encode([examples, OTHER])
+    batch = llama.lm_batch(llama.encode_inputs(["the cat", "red"]), llama.encode_targets(["le", "x"]))
+    loss, n = llama.lm_loss(batch, hm.target.bind(hm(ids, mask)))
+    (loss / n).backward()
+    for name, p in hm.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in llama.model.parameters())
+    adapter = hm.generate(examples)
+    adapter.save_pretrained(tmp_path / "adapter")
+    proc = subprocess.run(
+        [sys.executable, "-c", PEFT_CHILD, str(tmp_path / "adapter"), str(tiny_dirs["llama"]), "0"]
+        + [json.dumps(INPUTS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for text, ref in zip(INPUTS, json.loads(proc.stdout.strip().splitlines()[-1]), strict=True):
+        ref = torch.tensor(ref)
+        assert (_ours(llama, adapter, text) - ref).abs().max().item() <= 1e-4
+        assert (ref - _ours(llama, None, text)).abs().max().item() > 1e-3
+    hm.save_pretrained(tmp_path / "hm")
+    loaded = HyperModel.from_pretrained(tmp_path / "hm", downstream=llama)
+    for k, v in loaded.generate(examples).phi.items():
+        torch.testing.assert_close(v, adapter.phi[k], atol=1e-6, rtol=0)
+
+
+def test_outer_readout_refuses_prefix(llama):
+    with pytest.raises(HypertuningError, match="generates LoRA"):
+        HyperModel.create(llama, "prefix", readout="outer")

@@ -1,4 +1,5 @@
 from . import kv as _kv  # noqa: F401  (registers the "kv" readout)
+from . import outer as _outer  # noqa: F401  (registers the "outer" LoRA readout)
 from .model import READOUTS, HyperConfig, HyperModel
 
 __all__ = ["READOUTS", "HyperConfig", "HyperModel"]

@@ -36,7 +36,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .._io import atomic_write, read_json, read_safetensors, write_json
+from .._io import atomic_write, read_safetensors, write_json
 from ..data.format import normalise_examples, pack_pieces
 from ..errors import CheckpointError, HypertuningError
 from ..models.base import Slot
@@ -44,26 +44,30 @@ from ..peft import TARGETS, ActivePhi, Phi
 from .model import CONFIG_FILE, READOUTS, TOKENIZER_DIR, WEIGHTS_FILE, HyperConfig, HyperModel
 
 
-@READOUTS.register("kv")
-class KVReadout(HyperModel):
-    """Options (`readout_options`): `slots` (P, the prefix length), `lora_rank` (0 = no LoRA on the readout
-    pass), `lora_modules` (default: the family's LoRA modules) and `separator` (between examples)."""
+class DownstreamReadout(HyperModel):
+    """A hypermodel that reads the examples with the downstream model itself (no backbone copy): the
+    shared machinery of the "kv" readout (here) and the "outer" LoRA readout (`outer.py`). Subclasses set
+    `defaults` (their readout options) and `target_name`, build their parameters in `setup`, and implement
+    `forward`."""
 
-    defaults = {"slots": 16, "lora_rank": 0, "lora_modules": None, "separator": "\n"}
+    defaults: dict = {}
+    target_name = "?"
 
     def __init__(self, config: HyperConfig, downstream):
         nn.Module.__init__(self)
         if downstream is None:
-            raise HypertuningError("The key/value readout runs on its downstream model: pass `downstream`")
+            raise HypertuningError(
+                f"The {config.readout} readout runs on its downstream model: pass `downstream`"
+            )
         if list(downstream.spec.kinds) != ["self"]:
             raise HypertuningError(
-                "The key/value readout needs a decoder-only downstream model (its slots follow the examples "
-                f"causally); this one has attention kinds {sorted(downstream.spec.kinds)}"
+                f"The {config.readout} readout needs a decoder-only downstream model (it reads the examples "
+                f"as a prompt); this one has attention kinds {sorted(downstream.spec.kinds)}"
             )
         if downstream.attention_base is None:
             raise HypertuningError(
-                "The key/value readout reads keys and values through the 'sdpa' or 'eager' attention "
-                f"implementation; this model uses {downstream.model.config._attn_implementation!r}"
+                f"The {config.readout} readout runs through the 'sdpa' or 'eager' attention implementation; "
+                f"this model uses {downstream.model.config._attn_implementation!r}"
             )
         self.config = config
         self.spec = downstream.spec
@@ -71,56 +75,49 @@ class KVReadout(HyperModel):
         self.target = TARGETS.get(config.target)(self.spec, **config.target_options)
         self.tokenizer = downstream.tokenizer
         self._downstream = (downstream,)  # a tuple: the downstream model is not a registered submodule
-        p = self.opts["slots"]
-        # The slots start as randomly chosen rows of the token embedding matrix (Lester et al., 2021).
-        emb = downstream.model.get_input_embeddings().weight.detach()
-        rows = torch.randint(0, emb.shape[0], (p,))
-        self.slots = nn.Parameter(emb[rows].clone().float())  # [P, H]
-        self.lora = None
-        if self.opts["lora_rank"]:
-            lora = TARGETS.get("lora")(
-                self.spec, rank=self.opts["lora_rank"], modules=self.opts["lora_modules"]
-            )
-            self._lora_target = lora
-            self.lora = lora.trainable()  # peft's start: A kaiming-uniform, B zero (the plain model)
         self._sep_ids = self.tokenizer(self.opts["separator"], add_special_tokens=False)["input_ids"]
+        self.setup(downstream)
 
-    # -- building ------------------------------------------------------------------------------------
+    def setup(self, downstream) -> None:
+        raise NotImplementedError
+
     @classmethod
-    def build(cls, downstream, target, max_input_tokens, readout_options) -> KVReadout:
+    def target_options(cls, downstream, opts: dict) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def build(cls, downstream, target, max_input_tokens, readout_options):
+        name = next(n for n, c in READOUTS.items() if c is cls)
         unknown = set(readout_options) - set(cls.defaults)
         if unknown:
             raise HypertuningError(
-                f"Unknown kv readout option(s) {sorted(unknown)}; it takes {sorted(cls.defaults)}"
+                f"Unknown {name} readout option(s) {sorted(unknown)}; it takes {sorted(cls.defaults)}"
             )
-        if target != "prefix":
+        if target != cls.target_name:
+            what = "prefixes" if cls.target_name == "prefix" else "LoRA"
             raise HypertuningError(
-                f"The key/value readout generates prefixes (target 'prefix'), not {target!r}"
+                f"The {name} readout generates {what} (target {cls.target_name!r}), not {target!r}"
             )
         opts = {**cls.defaults, **readout_options}
-        if int(opts["slots"]) < 1:
-            raise HypertuningError(f"slots must be >= 1, got {opts['slots']}")
-        t_opts = TARGETS.get("prefix")(downstream.spec, prefix_len=int(opts["slots"])).options
         config = HyperConfig(
-            "prefix",
-            t_opts,
+            target,
+            cls.target_options(downstream, opts),
             downstream.spec.to_dict(),
             "downstream",
             None,
             max_input_tokens,
-            readout="kv",
+            readout=name,
             readout_options=dict(readout_options),
         )
         return cls(config, downstream).to(downstream.device)
 
     @property
     def device(self) -> torch.device:
-        return self.slots.device
+        return next(self.parameters()).device
 
     def trainable_backbones(self) -> list[nn.Module]:
         return []  # the downstream model is checkpointed (or not) by the objective itself
 
-    # -- the forward pass ------------------------------------------------------------------------------
     def encode_ids(self, examples, instruction: str | None = None, stats=None) -> list[int]:
         """The examples as the in-context prompt writes them, ending with the separator a query would
         follow, within `max_input_tokens` (whole examples dropped)."""
@@ -134,6 +131,69 @@ class KVReadout(HyperModel):
         )
         return ids + self._sep_ids
 
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(repr(asdict(self.config)).encode())
+        for _, v in sorted(self.state_dict().items()):
+            h.update(v.detach().flatten()[:4096].float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Only what trains (the backbone is the downstream model)."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        atomic_write(out / WEIGHTS_FILE, lambda p: save_file(state, p, metadata={"format": "pt"}))
+        self.tokenizer.save_pretrained(out / TOKENIZER_DIR)
+        write_json(out / CONFIG_FILE, asdict(self.config))  # last: marks a complete directory
+        return out
+
+    @classmethod
+    def load(cls, d: Path, config: HyperConfig, downstream, device: str | None):
+        if downstream is None:
+            from ..models.downstream import load_downstream
+
+            downstream = load_downstream(config.downstream["checkpoint"], device=device)
+            downstream.check_compatible(HyperModel.read_spec(d), "hypermodel")
+        hm = cls(config, downstream)
+        state = read_safetensors(d / WEIGHTS_FILE)
+        missing, unexpected = hm.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{d / WEIGHTS_FILE} does not match its config: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
+        return hm.to(device or downstream.device).eval()
+
+
+@READOUTS.register("kv")
+class KVReadout(DownstreamReadout):
+    """Options (`readout_options`): `slots` (P, the prefix length), `lora_rank` (0 = no LoRA on the readout
+    pass), `lora_modules` (default: the family's LoRA modules) and `separator` (between examples)."""
+
+    defaults = {"slots": 16, "lora_rank": 0, "lora_modules": None, "separator": "\n"}
+    target_name = "prefix"
+
+    @classmethod
+    def target_options(cls, downstream, opts):
+        if int(opts["slots"]) < 1:
+            raise HypertuningError(f"slots must be >= 1, got {opts['slots']}")
+        return TARGETS.get("prefix")(downstream.spec, prefix_len=int(opts["slots"])).options
+
+    def setup(self, downstream) -> None:
+        p = self.opts["slots"]
+        # The slots start as randomly chosen rows of the token embedding matrix (Lester et al., 2021).
+        emb = downstream.model.get_input_embeddings().weight.detach()
+        rows = torch.randint(0, emb.shape[0], (p,))
+        self.slots = nn.Parameter(emb[rows].clone().float())  # [P, H]
+        self.lora = None
+        if self.opts["lora_rank"]:
+            lora = TARGETS.get("lora")(
+                self.spec, rank=self.opts["lora_rank"], modules=self.opts["lora_modules"]
+            )
+            self._lora_target = lora
+            self.lora = lora.trainable()  # peft's start: A kaiming-uniform, B zero (the plain model)
+
+    # -- the forward pass ------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Phi:
         """Right-padded example ids [B, T] -> phi {"self": [B, L, 2, Hkv, P, D]}; differentiable."""
         ds = self._downstream[0]
@@ -163,43 +223,7 @@ class KVReadout(HyperModel):
         )
         lora = self._lora_target.bind(self.lora()).lora if self.lora is not None else {}
         active = ActivePhi(lora=lora, capture={}, capture_last=p)
-        model.base_model(
-            inputs_embeds=x, attention_mask=mask, position_ids=positions, hypertuning_phi=active
-        )
+        model.base_model(inputs_embeds=x, attention_mask=mask, position_ids=positions, hypertuning_phi=active)
         ks = self.spec.kinds["self"]
         layers = [torch.stack(active.capture[Slot("self", i)], dim=1) for i in range(ks.num_layers)]
         return {"self": torch.stack(layers, dim=1).float()}  # [B, L, 2, Hkv, P, D]
-
-    def fingerprint(self) -> str:
-        h = hashlib.sha256(repr(asdict(self.config)).encode())
-        for _, v in sorted(self.state_dict().items()):
-            h.update(v.detach().flatten()[:4096].float().cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
-
-    # -- files ---------------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Only what trains: the slots and the readout LoRA (the backbone is the downstream model)."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write(out / WEIGHTS_FILE, lambda p: save_file(state, p, metadata={"format": "pt"}))
-        self.tokenizer.save_pretrained(out / TOKENIZER_DIR)
-        write_json(out / CONFIG_FILE, asdict(self.config))  # last: marks a complete directory
-        return out
-
-    @classmethod
-    def load(cls, d: Path, config: HyperConfig, downstream, device: str | None) -> KVReadout:
-        if downstream is None:
-            from ..models.downstream import load_downstream
-
-            downstream = load_downstream(config.downstream["checkpoint"], device=device)
-            downstream.check_compatible(HyperModel.read_spec(d), "hypermodel")
-        hm = cls(config, downstream)
-        state = read_safetensors(d / WEIGHTS_FILE)
-        missing, unexpected = hm.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{d / WEIGHTS_FILE} does not match its config: missing {sorted(missing)[:5]}, "
-                f"unexpected {sorted(unexpected)[:5]}"
-            )
-        return hm.to(device or downstream.device).eval()

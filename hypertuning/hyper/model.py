@@ -25,7 +25,8 @@ from .backbone import BACKBONES, build_backbone_model
 CONFIG_FILE, WEIGHTS_FILE = "hypermodel_config.json", "model.safetensors"
 TOKENIZER_DIR, BACKBONE_CONFIG = "tokenizer", "backbone_config.json"
 # How a hypermodel turns what it read into phi: "heads" (the paper's query outputs through learned heads,
-# this file) or "kv" (the downstream model's own keys/values at learned slots, kv.py).
+# this file), "kv" (the downstream model's own keys/values at learned slots, kv.py) or "outer" (LoRA from
+# normalised outer products of the downstream model's states on the examples, outer.py).
 READOUTS: Registry[type] = Registry("hypermodel readout")
 
 
@@ -77,8 +78,10 @@ class HyperModel(nn.Module):
         """A new hypermodel for `downstream`, its backbone initialised from the downstream model's first
         `layers` blocks. Target options: lora -> rank, alpha, modules, gate_init; prefix -> prefix_len.
 
-        `readout="kv"` builds the key/value readout instead (`hyper/kv.py`: target prefix, no backbone
-        copy; `readout_options` slots, lora_rank, lora_modules, separator)."""
+        Other readouts read the examples with the downstream model itself (no backbone copy) and take
+        `readout_options` instead of target options: "kv" (`hyper/kv.py`, target prefix: slots,
+        lora_rank, lora_modules, separator) and "outer" (`hyper/outer.py`, target lora: rank, alpha,
+        modules, gate_init, separator)."""
         if readout != "heads":
             if target_options or layers or backbone:
                 raise HypertuningError(
