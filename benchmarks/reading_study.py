@@ -34,6 +34,7 @@ NEW_ROWS = {
     "kv_fresh": ("HyperKV (untrained)", "new", ["--target", "prefix", "--readout", "kv", "--slots", "16"]),
     "kv_mix": ("HyperKV (reading mix)", "mtf_kv", []),  # the config's own mix
     "kv_natural": ("HyperKV (natural)", "mtf_kv", ["data.remap=0", "data.mustread=0"]),
+    "outer_mix": ("HyperLoRA-outer (reading mix)", "mtf_outer", []),
     "heads_mix": (
         "HyperPrefix (reading mix)",
         "mtf_hyper",
@@ -175,10 +176,10 @@ def main() -> None:
     ap.add_argument("--configs", default="configs/cpu-small")
     ap.add_argument("--runs", default="runs/study", help="the baselines' training runs (paper_study.py's)")
     ap.add_argument("--out", default="runs/reading", help="evaluation directories and the new rows' runs")
-    ap.add_argument("--rows", nargs="+", default=["kv_fresh", "kv_mix"], choices=sorted(NEW_ROWS))
+    ap.add_argument("--rows", nargs="+", default=["kv_fresh", "kv_mix", "outer_mix"], choices=sorted(NEW_ROWS))
     ap.add_argument("--columns", nargs="+", default=list(COLUMNS), choices=list(COLUMNS))
     ap.add_argument("--downstream", default="smollm2-135m-instruct")
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--hyper-tokens", type=int, default=768)
     ap.add_argument("--input-tokens", type=int, default=192)
