@@ -70,7 +70,8 @@ def make_rows(a) -> None:
         sh(
             ["hypertune", "train", "--resume", f"{a.configs}/{how}.yaml", f"run_dir={run}"]
             + [f"data.k={a.k}", f"downstream.max_input_tokens={a.input_tokens}"]
-            + [f"train.steps={a.steps}", *over]
+            + ([f"train.steps={a.steps}"] if a.steps else [])
+            + over
         )
 
 
@@ -176,10 +177,12 @@ def main() -> None:
     ap.add_argument("--configs", default="configs/cpu-small")
     ap.add_argument("--runs", default="runs/study", help="the baselines' training runs (paper_study.py's)")
     ap.add_argument("--out", default="runs/reading", help="evaluation directories and the new rows' runs")
-    ap.add_argument("--rows", nargs="+", default=["kv_fresh", "kv_mix", "outer_mix"], choices=sorted(NEW_ROWS))
+    ap.add_argument(
+        "--rows", nargs="+", default=["kv_fresh", "kv_mix", "outer_mix"], choices=sorted(NEW_ROWS)
+    )
     ap.add_argument("--columns", nargs="+", default=list(COLUMNS), choices=list(COLUMNS))
     ap.add_argument("--downstream", default="smollm2-135m-instruct")
-    ap.add_argument("--steps", type=int, default=250)
+    ap.add_argument("--steps", type=int, default=None, help="default: each config's own")
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--hyper-tokens", type=int, default=768)
     ap.add_argument("--input-tokens", type=int, default=192)

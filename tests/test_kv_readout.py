@@ -13,6 +13,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from hypertuning import HyperModel, HypertuningError
 from hypertuning.hyper.kv import KVReadout
+from hypertuning.hyper.outer import OuterLoraReadout
 from hypertuning.models.attention import PHI_KWARG
 
 from .test_peft_equivalence import INPUTS, PEFT_CHILD, _ours
@@ -166,21 +167,13 @@ def test_readout_refuses_what_it_cannot_do(llama, t5):
         HyperModel.create(llama, "prefix", readout="gist")
 
 
-def test_mtf_hyper_trains_the_kv_readout(tmp_path):
+@pytest.mark.parametrize("config,cls", [("mtf_kv", KVReadout), ("mtf_outer", OuterLoraReadout)])
+def test_mtf_hyper_trains_the_readouts(tmp_path, config, cls):
     from hypertuning.train import train
 
-    overrides = [
-        "train.steps=6",
-        "eval.every=3",
-        "checkpoint.every=3",
-        "hypermodel.target=prefix",
-        "hypermodel.readout=kv",
-        "hypermodel.options={}",
-        "hypermodel.readout_options={slots: 4, lora_rank: 2}",
-    ]
-    train(smoke("mtf_hyper", tmp_path / "run", *overrides))
+    train(smoke(config, tmp_path / "run", "train.steps=6", "eval.every=3", "checkpoint.every=3"))
     hm = HyperModel.from_pretrained(tmp_path / "run" / "final")
-    assert isinstance(hm, KVReadout) and hm.config.extra["training"][-1]["steps"] == 6
+    assert isinstance(hm, cls) and hm.config.extra["training"][-1]["steps"] == 6
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     probe = [r for r in rows if "eval_phi_other_task" in r]
     assert probe and probe[0]["eval_phi_other_task"] > 0  # a fresh readout already differs across tasks
