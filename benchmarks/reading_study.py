@@ -45,6 +45,7 @@ RUN_DIRS = {
     "kv_fresh": "kv16_fresh",
     "kv_mix": "kv16",
     "kv_natural": "kv16_natural",
+    "outer_mix": "outer8",
     "heads_mix": "heads_mix",
 }
 DEFAULT = "kv_mix"  # the recipe configs/cpu-small/mtf_kv.yaml ships; reading.json reports it
