@@ -161,7 +161,11 @@ def reading_json(a, out: dict) -> dict | None:
         },
         "bigbench_lite": None,
         "method": label,
-        "command": "python benchmarks/reading_study.py " + " ".join(sys.argv[1:]),
+        # what produced the records (--report only re-reads them)
+        "command": " ".join(
+            ["python benchmarks/reading_study.py", *(x for x in sys.argv[1:] if x != "--report")]
+        ),
+        "records": {c: f"{a.out}/{c}/records.jsonl" for c in out},
     }
     if nat is not None and label in nat["table"]:
         summary["bigbench_lite"] = {

@@ -1,0 +1,4 @@
+#!/bin/bash
+cd /work/main
+export OMP_NUM_THREADS=1
+.venv/bin/python benchmarks/reading_study.py --no-train --rows kv_mix --columns mustread bbl-natural
