@@ -26,7 +26,10 @@ def _new(args) -> None:
                 "--readout kv generates prefixes from the downstream model itself: use --target prefix "
                 "and --slots / --readout-lora-rank, not --rank, --prefix-len or --layers"
             )
-        ropts = {"slots": args.slots or 16, "lora_rank": args.readout_lora_rank or 0}
+        ropts = {
+            "slots": 16 if args.slots is None else args.slots,
+            "lora_rank": args.readout_lora_rank or 0,
+        }
         hm = HyperModel.create(ds, target="prefix", readout="kv", readout_options=ropts)
     elif args.readout == "outer":
         if args.target != "lora" or args.prefix_len or args.layers or args.slots or args.readout_lora_rank:
@@ -34,7 +37,7 @@ def _new(args) -> None:
                 "--readout outer generates LoRA from the downstream model itself: use --target lora and "
                 "--rank, not --prefix-len, --layers, --slots or --readout-lora-rank"
             )
-        ropts = {"rank": args.rank} if args.rank else {}
+        ropts = {"rank": args.rank} if args.rank is not None else {}
         hm = HyperModel.create(ds, target="lora", readout="outer", readout_options=ropts)
     else:
         if args.slots is not None or args.readout_lora_rank is not None:

@@ -68,7 +68,6 @@ def test_slot_positions_continue_into_the_adapted_input(llama):
     """With no examples and slots set to the embeddings of a text S, the prefix is S's keys/values, so
     scoring Q under it equals the plain model reading S then Q: the slots' rotary positions (-P..-1) line
     up with the real tokens' (0..T-1) exactly."""
-    hm = _kv(llama, slots=4)
     s_ids = llama.tokenizer("a short text", add_special_tokens=False)["input_ids"][:4]
     hm = _kv(llama, slots=len(s_ids))
     with torch.no_grad():
@@ -251,3 +250,63 @@ def test_outer_readout_gradients_and_peft_export(llama, tiny_dirs, examples, tmp
 def test_outer_readout_refuses_prefix(llama):
     with pytest.raises(HypertuningError, match="generates LoRA"):
         HyperModel.create(llama, "prefix", readout="outer")
+
+
+def test_kv_readout_is_the_same_under_eager_attention(tiny_dirs, llama, examples):
+    from hypertuning import load_downstream
+
+    eager = load_downstream(str(tiny_dirs["llama"]), attn_implementation="eager")
+    assert eager.attention_base == "eager"
+    for rank in (0, 2):
+        a, b = _kv(llama, slots=3, lora_rank=rank), _kv(eager, slots=3, lora_rank=rank)
+        b.load_state_dict(a.state_dict())
+        if rank:
+            with torch.no_grad():
+                for (name, p), q in zip(a.lora.named_parameters(), b.lora.parameters(), strict=True):
+                    if "lora_B" in name:
+                        p.normal_(0, 0.1)
+                        q.copy_(p)
+        ids, mask = a.encode([examples, OTHER[:1]])
+        with torch.no_grad():
+            torch.testing.assert_close(b(ids, mask)["self"], a(ids, mask)["self"], atol=1e-5, rtol=1e-5)
+
+
+def test_kv_encoding_ends_with_the_separator_and_keeps_an_output(llama):
+    hm = HyperModel.create(llama, "prefix", readout="kv", readout_options={"slots": 2}, max_input_tokens=12)
+    sep = llama.tokenizer("\n", add_special_tokens=False)["input_ids"]
+    ids = hm.encode_ids([("the cat sat on the mat and then on the other mat", "le chat")])
+    assert ids[-len(sep) :] == sep and len(ids) <= 12
+    assert llama.tokenizer.decode(ids).rstrip("\n").endswith("le chat")  # never an input without output
+
+
+def test_readout_errors_are_specific(llama, examples, tmp_path):
+    bad = [
+        ({"readout": "kv", "readout_options": {"slots": "4"}}, "must be an integer"),
+        ({"readout": "kv", "readout_options": {"slots": 0}}, "slots must be >= 1"),
+        ({"readout": "heads", "readout_options": {"slots": 4}}, "belong to another readout"),
+        ({"readout": "kv", "max_input_tokens": 1}, "no room"),
+    ]
+    for kwargs, match in bad:
+        with pytest.raises(HypertuningError, match=match):
+            HyperModel.create(llama, "prefix", **kwargs)
+    with pytest.raises(HypertuningError, match="pass a loaded Downstream"):
+        HyperModel.create(None, "prefix", readout="kv")
+    hm = _kv(llama, slots=2)
+    hm.save_pretrained(tmp_path / "hm")
+    with pytest.raises(HypertuningError, match="runs on its downstream model, which is on cpu"):
+        HyperModel.from_pretrained(tmp_path / "hm", downstream=llama, device="meta")
+    from safetensors.torch import save_file
+
+    save_file({"slots": hm.slots.detach(), "extra": torch.zeros(1)}, tmp_path / "hm" / "model.safetensors")
+    from hypertuning import CheckpointError
+
+    with pytest.raises(CheckpointError, match="unexpected \\['extra'\\]"):
+        HyperModel.from_pretrained(tmp_path / "hm", downstream=llama)
+
+
+def test_caclm_refuses_the_downstream_readouts(tmp_path):
+    from hypertuning.train import Trainer
+
+    cfg = smoke("caclm", tmp_path / "run", "hypermodel.target=prefix", "hypermodel.readout=kv")
+    with pytest.raises(HypertuningError, match="Train it with mtf_hyper directly"):
+        Trainer(cfg)

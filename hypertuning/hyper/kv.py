@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .._io import atomic_write, read_safetensors, write_json
-from ..data.format import normalise_examples, pack_pieces
+from ..data.format import _note, normalise_examples, pack_pieces
 from ..errors import CheckpointError, HypertuningError
 from ..models.base import Slot
 from ..peft import TARGETS, ActivePhi, Phi
@@ -64,11 +64,6 @@ class DownstreamReadout(HyperModel):
                 f"The {config.readout} readout needs a decoder-only downstream model (it reads the examples "
                 f"as a prompt); this one has attention kinds {sorted(downstream.spec.kinds)}"
             )
-        if downstream.attention_base is None:
-            raise HypertuningError(
-                f"The {config.readout} readout runs through the 'sdpa' or 'eager' attention implementation; "
-                f"this model uses {downstream.model.config._attn_implementation!r}"
-            )
         self.config = config
         self.spec = downstream.spec
         self.opts = {**self.defaults, **config.readout_options}
@@ -88,6 +83,10 @@ class DownstreamReadout(HyperModel):
     @classmethod
     def build(cls, downstream, target, max_input_tokens, readout_options):
         name = next(n for n, c in READOUTS.items() if c is cls)
+        if downstream is None or not hasattr(downstream, "spec"):
+            raise HypertuningError(
+                f"The {name} readout runs on its downstream model: pass a loaded Downstream"
+            )
         unknown = set(readout_options) - set(cls.defaults)
         if unknown:
             raise HypertuningError(
@@ -99,6 +98,11 @@ class DownstreamReadout(HyperModel):
                 f"The {name} readout generates {what} (target {cls.target_name!r}), not {target!r}"
             )
         opts = {**cls.defaults, **readout_options}
+        sep = len(downstream.tokenizer(opts["separator"], add_special_tokens=False)["input_ids"])
+        if max_input_tokens < sep + 2:
+            raise HypertuningError(
+                f"max_input_tokens={max_input_tokens} leaves no room for an example after the separator"
+            )
         config = HyperConfig(
             target,
             cls.target_options(downstream, opts),
@@ -126,9 +130,18 @@ class DownstreamReadout(HyperModel):
             f"{x} {y}" for x, y in normalise_examples(examples)
         ]
         limit = self.config.max_input_tokens - len(self._sep_ids)
+        lead = int(bool(instruction))
         ids = pack_pieces(
-            self.tokenizer, pieces, limit, sep, stats=stats, key="hyper", lead=int(bool(instruction))
+            self.tokenizer, pieces, limit, sep, stats=stats, key="hyper", lead=lead, cut_first=False
         )
+        if not ids and len(pieces) > lead:
+            # The first example alone is over budget: keep its end (the output and the end of its input),
+            # never an input without its output.
+            first = self.tokenizer(pieces[lead], add_special_tokens=False)["input_ids"]
+            _note(
+                stats, "hyper_truncated", f"The first example has {len(first)} tokens; kept its last {limit}"
+            )
+            ids = first[-limit:]
         return ids + self._sep_ids
 
     def fingerprint(self) -> str:
@@ -154,6 +167,11 @@ class DownstreamReadout(HyperModel):
 
             downstream = load_downstream(config.downstream["checkpoint"], device=device)
             downstream.check_compatible(HyperModel.read_spec(d), "hypermodel")
+        if device is not None and torch.device(device) != downstream.device:
+            raise HypertuningError(
+                f"This readout runs on its downstream model, which is on {downstream.device}; load it "
+                f"there (device={str(downstream.device)!r}) or move the downstream model to {device} first"
+            )
         hm = cls(config, downstream)
         state = read_safetensors(d / WEIGHTS_FILE)
         missing, unexpected = hm.load_state_dict(state, strict=False)
@@ -162,7 +180,7 @@ class DownstreamReadout(HyperModel):
                 f"{d / WEIGHTS_FILE} does not match its config: missing {sorted(missing)[:5]}, "
                 f"unexpected {sorted(unexpected)[:5]}"
             )
-        return hm.to(device or downstream.device).eval()
+        return hm.to(downstream.device).eval()
 
 
 @READOUTS.register("kv")
@@ -175,20 +193,30 @@ class KVReadout(DownstreamReadout):
 
     @classmethod
     def target_options(cls, downstream, opts):
-        if int(opts["slots"]) < 1:
-            raise HypertuningError(f"slots must be >= 1, got {opts['slots']}")
-        return TARGETS.get("prefix")(downstream.spec, prefix_len=int(opts["slots"])).options
+        for key in ("slots", "lora_rank"):
+            if not isinstance(opts[key], int) or isinstance(opts[key], bool):
+                raise HypertuningError(f"kv readout option {key} must be an integer, got {opts[key]!r}")
+        if opts["slots"] < 1 or opts["lora_rank"] < 0:
+            raise HypertuningError(
+                f"slots must be >= 1 and lora_rank >= 0, got {opts['slots']} and {opts['lora_rank']}"
+            )
+        return TARGETS.get("prefix")(downstream.spec, prefix_len=opts["slots"]).options
 
     def setup(self, downstream) -> None:
-        p = self.opts["slots"]
+        if downstream.attention_base is None:
+            raise HypertuningError(
+                "The kv readout reads keys and values through the 'sdpa' or 'eager' attention "
+                f"implementation; this model uses {downstream.model.config._attn_implementation!r}"
+            )
+        p = int(self.opts["slots"])
         # The slots start as randomly chosen rows of the token embedding matrix (Lester et al., 2021).
         emb = downstream.model.get_input_embeddings().weight.detach()
         rows = torch.randint(0, emb.shape[0], (p,))
         self.slots = nn.Parameter(emb[rows].clone().float())  # [P, H]
         self.lora = None
-        if self.opts["lora_rank"]:
+        if int(self.opts["lora_rank"] or 0):
             lora = TARGETS.get("lora")(
-                self.spec, rank=self.opts["lora_rank"], modules=self.opts["lora_modules"]
+                self.spec, rank=int(self.opts["lora_rank"]), modules=self.opts["lora_modules"]
             )
             self._lora_target = lora
             self.lora = lora.trainable()  # peft's start: A kaiming-uniform, B zero (the plain model)

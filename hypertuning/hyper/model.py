@@ -82,6 +82,11 @@ class HyperModel(nn.Module):
         `readout_options` instead of target options: "kv" (`hyper/kv.py`, target prefix: slots,
         lora_rank, lora_modules, separator) and "outer" (`hyper/outer.py`, target lora: rank, alpha,
         modules, gate_init, separator)."""
+        if readout == "heads" and readout_options:
+            raise HypertuningError(
+                f"readout_options {sorted(readout_options)} belong to another readout (readout='kv' or "
+                "'outer'); the paper's heads take target options"
+            )
         if readout != "heads":
             if target_options or layers or backbone:
                 raise HypertuningError(

@@ -41,7 +41,9 @@ class OuterLoraReadout(DownstreamReadout):
 
     @classmethod
     def target_options(cls, downstream, opts):
-        if not 0 < float(opts["gate_init"]) < 1:
+        if not isinstance(opts["rank"], int) or isinstance(opts["rank"], bool):
+            raise HypertuningError(f"outer readout option rank must be an integer, got {opts['rank']!r}")
+        if not isinstance(opts["gate_init"], (int, float)) or not 0 < opts["gate_init"] < 1:
             raise HypertuningError(f"gate_init must be in (0, 1), got {opts['gate_init']}")
         lora = TARGETS.get("lora")(
             downstream.spec, rank=int(opts["rank"]), alpha=opts["alpha"], modules=opts["modules"]
@@ -83,7 +85,7 @@ class OuterLoraReadout(DownstreamReadout):
             handles.append(linear.register_forward_pre_hook(hook))
         try:
             with torch.no_grad():
-                ds.model.base_model(input_ids=input_ids, attention_mask=attention_mask)
+                ds.model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         finally:
             for h in handles:
                 h.remove()

@@ -410,6 +410,12 @@ class Caclm(Objective):
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         c = cfg.caclm
+        if cfg.hypermodel.readout != "heads":
+            raise HypertuningError(
+                f"caclm hyperpretrains the paper's hypermodel (its <before>/<after> input format); the "
+                f"{cfg.hypermodel.readout!r} readout reads examples with the downstream model itself and has "
+                "no such input. Train it with mtf_hyper directly."
+            )
         self.hypermodel = build_hypermodel(cfg, self.downstream)
         docs = self.documents()
         n_val = min(c.validation_documents, len(docs) // 10)
