@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,7 +14,7 @@ from hypertuning.hyper.kv import KVReadout
 from hypertuning.hyper.outer import OuterLoraReadout
 from hypertuning.models.attention import PHI_KWARG
 
-from .test_peft_equivalence import INPUTS, PEFT_CHILD, _ours
+from .test_peft_equivalence import INPUTS, assert_peft_matches
 from .test_train import smoke
 
 OTHER = [("red", "colour"), ("seven", "number"), ("blue", "colour")]
@@ -138,19 +136,7 @@ def test_saved_readout_holds_only_what_trains_and_reloads(llama, tiny_dirs, exam
 def test_readout_adapter_loads_in_plain_peft_with_identical_logits(llama, tiny_dirs, examples, tmp_path):
     adapter = _kv(llama, slots=5).generate(examples)
     adapter.save_pretrained(tmp_path / "adapter")
-    proc = subprocess.run(
-        [sys.executable, "-c", PEFT_CHILD, str(tmp_path / "adapter"), str(tiny_dirs["llama"]), "0"]
-        + [json.dumps(INPUTS)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
-    for text, ref in zip(INPUTS, theirs, strict=True):
-        ref = torch.tensor(ref)
-        assert (_ours(llama, adapter, text) - ref).abs().max().item() <= 1e-4
-        assert (ref - _ours(llama, None, text)).abs().max().item() > 1e-3
+    assert_peft_matches(llama, adapter, tmp_path / "adapter", tiny_dirs["llama"])
 
 
 def test_readout_refuses_what_it_cannot_do(llama, t5):
@@ -229,18 +215,7 @@ def test_outer_readout_gradients_and_peft_export(llama, tiny_dirs, examples, tmp
     assert all(p.grad is None for p in llama.model.parameters())
     adapter = hm.generate(examples)
     adapter.save_pretrained(tmp_path / "adapter")
-    proc = subprocess.run(
-        [sys.executable, "-c", PEFT_CHILD, str(tmp_path / "adapter"), str(tiny_dirs["llama"]), "0"]
-        + [json.dumps(INPUTS)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for text, ref in zip(INPUTS, json.loads(proc.stdout.strip().splitlines()[-1]), strict=True):
-        ref = torch.tensor(ref)
-        assert (_ours(llama, adapter, text) - ref).abs().max().item() <= 1e-4
-        assert (ref - _ours(llama, None, text)).abs().max().item() > 1e-3
+    assert_peft_matches(llama, adapter, tmp_path / "adapter", tiny_dirs["llama"])
     hm.save_pretrained(tmp_path / "hm")
     loaded = HyperModel.from_pretrained(tmp_path / "hm", downstream=llama)
     for k, v in loaded.generate(examples).phi.items():
