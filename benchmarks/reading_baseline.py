@@ -122,6 +122,16 @@ def report(a) -> None:
             )
 
 
+def eval_args(ap) -> None:
+    """The evaluation settings every reading benchmark shares (reading_study.py too)."""
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--hyper-tokens", type=int, default=768)
+    ap.add_argument("--input-tokens", type=int, default=192)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--max-examples", type=int, default=32)
+    ap.add_argument("--no-train", action="store_true", help="evaluate only what is trained")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default="configs/cpu-small")
@@ -130,12 +140,7 @@ def main() -> None:
     ap.add_argument("--downstream", default="smollm2-135m-instruct")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--caclm-steps", type=int, default=100)
-    ap.add_argument("--k", type=int, default=16)
-    ap.add_argument("--hyper-tokens", type=int, default=768)
-    ap.add_argument("--input-tokens", type=int, default=192)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    ap.add_argument("--max-examples", type=int, default=32)
-    ap.add_argument("--no-train", action="store_true", help="evaluate only what is trained")
+    eval_args(ap)
     ap.add_argument("--report", action="store_true", help="only print the report")
     a = ap.parse_args()
     if not a.report:

@@ -25,7 +25,7 @@ from statistics import fmean as mean
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paper_study import ROOT, TASKS, done, sh  # noqa: E402
 from reading_baseline import ROWS as BASELINE_ROWS  # noqa: E402
-from reading_baseline import summarise  # noqa: E402
+from reading_baseline import eval_args, summarise  # noqa: E402
 
 # New rows: key -> (label, how it is made, overrides); each lives in --out/RUN_DIRS[key]. "new": `hypertune
 # new` (an untrained hypermodel, the directory itself); otherwise the config of `hypertune train`.
@@ -188,12 +188,7 @@ def main() -> None:
     ap.add_argument("--columns", nargs="+", default=list(COLUMNS), choices=list(COLUMNS))
     ap.add_argument("--downstream", default="smollm2-135m-instruct")
     ap.add_argument("--steps", type=int, default=None, help="default: each config's own")
-    ap.add_argument("--k", type=int, default=16)
-    ap.add_argument("--hyper-tokens", type=int, default=768)
-    ap.add_argument("--input-tokens", type=int, default=192)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    ap.add_argument("--max-examples", type=int, default=32)
-    ap.add_argument("--no-train", action="store_true", help="evaluate only what is trained")
+    eval_args(ap)
     ap.add_argument("--report", action="store_true", help="only the report and the json")
     ap.add_argument("--json", default="benchmarks/results/reading.json")
     a = ap.parse_args()

@@ -27,21 +27,17 @@ token there; decoder-only downstream models only (T5's encoder has no causal pla
 
 from __future__ import annotations
 
-import hashlib
-import os
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from .._io import atomic_write, read_safetensors, write_json
+from .._io import read_safetensors
 from ..data.format import _note, normalise_examples, pack_pieces
 from ..errors import CheckpointError, HypertuningError
 from ..models.base import Slot
 from ..peft import TARGETS, ActivePhi, Phi
-from .model import CONFIG_FILE, READOUTS, TOKENIZER_DIR, WEIGHTS_FILE, HyperConfig, HyperModel
+from .model import READOUTS, WEIGHTS_FILE, HyperConfig, HyperModel
 
 
 class DownstreamReadout(HyperModel):
@@ -144,21 +140,11 @@ class DownstreamReadout(HyperModel):
             ids = first[-limit:]
         return ids + self._sep_ids
 
-    def fingerprint(self) -> str:
-        h = hashlib.sha256(repr(asdict(self.config)).encode())
-        for _, v in sorted(self.state_dict().items()):
-            h.update(v.detach().flatten()[:4096].float().cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
+    def fingerprint_tensors(self) -> list[torch.Tensor]:
+        return [v for _, v in sorted(self.state_dict().items())]
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Only what trains (the backbone is the downstream model)."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write(out / WEIGHTS_FILE, lambda p: save_file(state, p, metadata={"format": "pt"}))
-        self.tokenizer.save_pretrained(out / TOKENIZER_DIR)
-        write_json(out / CONFIG_FILE, asdict(self.config))  # last: marks a complete directory
-        return out
+    def backbone_config(self) -> None:
+        return None  # the backbone is the downstream model: a saved readout holds only what trains
 
     @classmethod
     def load(cls, d: Path, config: HyperConfig, downstream, device: str | None):

@@ -172,9 +172,17 @@ class HyperModel(nn.Module):
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(repr(asdict(self.config)).encode())
-        for p in (self.queries, next(iter(self.heads.parameters()))):
+        for p in self.fingerprint_tensors():
             h.update(p.detach().flatten()[:4096].float().cpu().numpy().tobytes())
         return h.hexdigest()[:16]
+
+    def fingerprint_tensors(self) -> list[torch.Tensor]:
+        """What the fingerprint samples besides the config (enough to tell trained states apart)."""
+        return [self.queries, next(iter(self.heads.parameters()))]
+
+    def backbone_config(self) -> dict | None:
+        """The copied backbone's transformers config, saved beside the weights (None: no copy)."""
+        return self.backbone.model.config.to_dict()
 
     # -- files ---------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -191,7 +199,8 @@ class HyperModel(nn.Module):
             unique[k] = v
         atomic_write(out / WEIGHTS_FILE, lambda p: save_file(unique, p, metadata={"format": "pt"}))
         self.tokenizer.save_pretrained(out / TOKENIZER_DIR)
-        write_json(out / BACKBONE_CONFIG, self.backbone.model.config.to_dict())
+        if (backbone := self.backbone_config()) is not None:
+            write_json(out / BACKBONE_CONFIG, backbone)
         write_json(out / CONFIG_FILE, asdict(self.config))  # last: marks a complete directory
         return out
 
