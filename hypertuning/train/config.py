@@ -95,6 +95,9 @@ class OptimConfig:
     eps: float = 1e-8
     mixed_precision: str | None = None  # no | bf16 | fp16; None = the accelerate config's choice
     gradient_checkpointing: bool = False
+    # mtf_hyper: weight of the KL to the frozen downstream model reading the episode's examples in context
+    # (context distillation): 0 = the LM loss alone, 1 = the KL alone
+    distill: float = 0.0
 
 
 @dataclass

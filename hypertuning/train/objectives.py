@@ -48,16 +48,43 @@ TRAINABLE_FILE = "trainable.safetensors"
 class HyperLM(nn.Module):
     """Hypermodel -> phi -> downstream LM loss. The downstream model is registered (trained) only for `joint`."""
 
-    def __init__(self, hypermodel: HyperModel, downstream, train_downstream: bool):
+    def __init__(self, hypermodel: HyperModel, downstream, train_downstream: bool, distill: float = 0.0):
         super().__init__()
         self.hypermodel = hypermodel
         if train_downstream:
             self.downstream_model = downstream.model
         self._downstream = (downstream,)  # a tuple: not a registered submodule
+        self.distill = distill
 
-    def forward(self, hyper_ids, hyper_mask, **lm):
+    def forward(self, hyper_ids, hyper_mask, **batch):
+        lm = {k: v for k, v in batch.items() if not k.startswith(TEACHER)}
         phi = self.hypermodel(hyper_ids, hyper_mask)
-        return self._downstream[0].lm_loss(lm, self.hypermodel.target.bind(phi))
+        ds, bound = self._downstream[0], self.hypermodel.target.bind(phi)
+        if not (self.distill and self.training):  # validation reports the plain LM loss
+            return ds.lm_loss(lm, bound)
+        teacher = {k[len(TEACHER) :]: v for k, v in batch.items() if k.startswith(TEACHER)}
+        return distillation_loss(ds, lm, bound, teacher, self.distill)
+
+
+TEACHER = "teacher_"  # batch keys of the in-context teacher's inputs (train.distill)
+
+
+def distillation_loss(downstream, lm: dict, phi, teacher: dict, weight: float):
+    """(1 - weight) x the summed LM loss + weight x the summed KL(teacher || student) over the labelled
+    tokens, and their number. The teacher is the same frozen downstream model with the episode's examples
+    written before the query (the in-context prompt), without phi; both batches end in the same targets, so
+    their labelled tokens align row by row (checked). Context distillation (Snell et al. 2022; Doc-to-LoRA's
+    KL loss): it rewards the adapter for what the examples change in the model's whole next-token
+    distribution, not only for the gold token."""
+    logits, labels = downstream.labelled_logits(lm, phi)
+    with torch.no_grad():
+        t_logits, t_labels = downstream.labelled_logits(teacher)
+    if not torch.equal(labels, t_labels):
+        raise HypertuningError("distillation: the teacher's labelled tokens differ from the student's")
+    logp = nn.functional.log_softmax(logits, -1)
+    kl = nn.functional.kl_div(logp, nn.functional.log_softmax(t_logits, -1), log_target=True, reduction="sum")
+    ce = nn.functional.nll_loss(logp, labels, reduction="sum")
+    return (1 - weight) * ce + weight * kl, labels.new_tensor(len(labels))
 
 
 class PlainLM(nn.Module):
@@ -146,8 +173,17 @@ def training_lineage(cfg: RunConfig, step: int, previous: list | None = None) ->
 class Objective:
     name = "?"
     trains_downstream = False
+    distills = False  # has an in-context teacher for train.distill
 
     def __init__(self, cfg: RunConfig):
+        w = cfg.train.distill
+        if not 0 <= w <= 1:
+            raise HypertuningError(f"train.distill is a weight between 0 and 1, got {w}")
+        if w and not self.distills:
+            raise HypertuningError(
+                f"train.distill: objective {cfg.objective!r} has no in-context teacher; only mtf_hyper "
+                "distils (the teacher is the frozen downstream model reading the examples)"
+            )
         self.cfg = cfg
         self.downstream = build_downstream(cfg, self.trains_downstream)
         self.module: nn.Module
@@ -296,11 +332,19 @@ class HyperObjective(EpisodeObjective):
         ids, mask = pad_batch(seqs, self.hypermodel.tokenizer.pad_token_id or 0)
         return ids, mask, groups
 
+    @property
+    def in_context(self) -> bool:  # the distillation teacher reads the examples in context
+        return bool(self.cfg.train.distill)
+
     def build_module(self):
-        return HyperLM(self.hypermodel, self.downstream, self.trains_downstream)
+        return HyperLM(self.hypermodel, self.downstream, self.trains_downstream, self.cfg.train.distill)
 
     def collate(self, items):
-        return lm_collate(self.downstream, items, self.hypermodel.tokenizer.pad_token_id or 0)
+        batch = lm_collate(self.downstream, items, self.hypermodel.tokenizer.pad_token_id or 0)
+        if self.in_context:
+            teacher = self.downstream.lm_batch([it.in_context_ids for it in items], [it.target_ids for it in items])
+            batch.update({TEACHER + k: v for k, v in teacher.items()})
+        return batch
 
     def checkpointable(self):
         return [*self.hypermodel.trainable_backbones(), self.downstream.model]
@@ -335,7 +379,10 @@ def save_hypermodel(obj, directory: Path, step: int) -> None:
 
 @OBJECTIVES.register("mtf_hyper")
 class MtfHyper(HyperObjective):
-    """Multi-task fine-tuning of the hypermodel on few-shot episodes; the downstream model is frozen."""
+    """Multi-task fine-tuning of the hypermodel on few-shot episodes; the downstream model is frozen (and,
+    with train.distill, reads the examples in context as the teacher)."""
+
+    distills = True
 
 
 @OBJECTIVES.register("joint")
