@@ -68,12 +68,14 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_dir(final: Path, build, durable: bool = False) -> Path:
+def atomic_dir(final: Path, build, durable: bool = False, replace: bool = False) -> Path:
     """Build a directory in a temp sibling and rename it into place, so a crash never leaves half of one.
 
     `durable`: also flush its files, itself and its parent to the disk before returning, so that a record
     committed afterwards (the adapter store's index row) never outlives the data after a power loss; a
-    process crash alone is covered without it."""
+    process crash alone is covered without it.
+    `replace`: an existing `final` is replaced by the new one (moved aside, then deleted, only once the new
+    one is complete); without it, an existing `final` is kept (another process built it first)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
@@ -83,10 +85,16 @@ def atomic_dir(final: Path, build, durable: bool = False) -> Path:
             for f in sorted(tmp.rglob("*")):
                 _fsync(f)  # files and subdirectories (a directory's fsync makes its entries durable)
             _fsync(tmp)
+        old = None
+        if replace and final.exists():
+            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old."))
+            os.replace(final, old)
         try:
             os.replace(tmp, final)
         except OSError:  # another process finished first
             shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         if durable:
             _fsync(final.parent)  # the rename itself
     finally:

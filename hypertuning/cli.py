@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import codecs
 import json
+import os
 import sys
 import time
+from collections import Counter
+from pathlib import Path
 
 from .errors import HypertuningError
 
@@ -43,7 +46,7 @@ def _new(args) -> None:
         if args.slots is not None or args.readout_lora_rank is not None:
             raise HypertuningError("--slots and --readout-lora-rank belong to --readout kv")
         hm = HyperModel.create(ds, target=args.target, layers=args.layers, **opts)
-    hm.save_pretrained(args.out)
+    _save_dir(args, hm.save_pretrained)
     n = sum(p.numel() for p in hm.parameters())
     print(
         f"Saved a new {args.target} hypermodel ({args.readout} readout, {n / 1e6:.2f}M trainable "
@@ -51,19 +54,44 @@ def _new(args) -> None:
     )
 
 
+def _out_dir(args) -> Path:
+    """The rule for every command that writes a directory (--out): never into a file, refuse an existing
+    directory unless --overwrite (which replaces it whole, once the new one is complete), and say so before
+    any work when its parent cannot be written."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise HypertuningError(f"--out {out} is a file; give a directory to write")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise HypertuningError(f"--out {out} already exists; pass --overwrite to replace it")
+    parent = next(p for p in out.absolute().parents if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise HypertuningError(f"--out {out}: cannot write in {parent}")
+    return out
+
+
+def _save_dir(args, save) -> Path:
+    """`save(directory)` into --out, atomically (see `_out_dir`)."""
+    from ._io import atomic_dir
+
+    return atomic_dir(_out_dir(args), save, replace=args.overwrite)
+
+
 def _adapt(args) -> None:
     from . import HyperModel
-    from .data import read_jsonl
+    from .data import read_examples
 
-    examples = read_jsonl(args.examples, required=("input",))
+    _out_dir(args)  # before loading anything
+    examples = read_examples(args.examples)
     hm = HyperModel.from_pretrained(args.hypermodel)
+    stats = Counter()
     start = time.perf_counter()
-    adapter = hm.generate(examples, instruction=args.instruction)
+    adapter = hm.generate(examples, instruction=args.instruction, stats=stats)
     took = time.perf_counter() - start
-    adapter.save_pretrained(args.out)
+    _save_dir(args, adapter.save_pretrained)
+    used = len(examples) - sum(v for k, v in stats.items() if k.endswith("_dropped"))
     print(
-        f"Generated a {adapter.target} adapter from {len(examples)} examples in {took * 1000:.0f} ms "
-        f"({adapter.nbytes / 1024:.1f} KiB); saved to {args.out}"
+        f"Generated a {adapter.target} adapter from {used} of {len(examples)} examples in "
+        f"{took * 1000:.0f} ms ({adapter.nbytes / 1024:.1f} KiB); saved to {args.out}"
     )
 
 
@@ -144,41 +172,38 @@ def _load_adapter(path):
 
 
 def _score(args) -> None:
-    from .data import read_jsonl
+    from .data import read_records
 
+    rows = read_records(args.inputs, "score")  # checked before the model loads
     adapter, ds = _load_adapter(args.adapter)
-    rows = read_jsonl(args.inputs, required=("input",))
-    for n, row in enumerate(rows, start=1):
-        if "choices" not in row and "output" not in row:
-            raise HypertuningError(f"{args.inputs}:{n}: needs 'output' or 'choices' to score")
     for row in rows:
-        if "choices" in row:
-            choices = [str(c) for c in row["choices"]]
-            lp = ds.loglikelihood([row["input"]] * len(choices), choices, adapter=adapter).tolist()
+        if row.choices:
+            choices = list(row.choices)
+            lp = ds.loglikelihood([row.input] * len(choices), choices, adapter=adapter).tolist()
             best = max(range(len(choices)), key=lp.__getitem__)
-            print(
-                json.dumps(
-                    {
-                        "input": row["input"],
-                        "choice_logprobs": lp,
-                        "prediction": choices[best],
-                        "argmax": best,
-                    }
-                )
-            )
+            out = {"input": row.input, "choice_logprobs": lp, "prediction": choices[best], "argmax": best}
+            if row.answers:
+                out["correct"] = best in row.answers
+            print(json.dumps(out))
         else:
-            lp = ds.loglikelihood([row["input"]], [str(row["output"])], adapter=adapter).item()
-            print(json.dumps({"input": row["input"], "output": row["output"], "logprob": lp}))
+            for output in row.outputs:  # one line per reference
+                lp = ds.loglikelihood([row.input], [output], adapter=adapter).item()
+                print(json.dumps({"input": row.input, "output": output, "logprob": lp}))
 
 
 def _generate(args) -> None:
-    from .data import read_jsonl
+    from .data import read_records
 
+    rows = read_records(args.inputs, "generate")
     adapter, ds = _load_adapter(args.adapter)
-    rows = read_jsonl(args.inputs, required=("input",))
-    outs = ds.generate([r["input"] for r in rows], adapter=adapter, max_new_tokens=args.max_new_tokens)
+    limit = ds.context_length
+    if limit is not None and args.max_new_tokens > limit:
+        raise HypertuningError(
+            f"--max-new-tokens {args.max_new_tokens} is more than {ds.name} can attend to ({limit} tokens)"
+        )
+    outs = ds.generate([r.input for r in rows], adapter=adapter, max_new_tokens=args.max_new_tokens)
     for row, out in zip(rows, outs, strict=True):
-        print(json.dumps({"input": row["input"], "generation": out}))
+        print(json.dumps({"input": row.input, "generation": out}))
 
 
 def _train(args) -> None:
@@ -318,7 +343,8 @@ def _adapters(args) -> None:
     elif cmd == "show":
         print(json.dumps(c.get_adapter(args.id), indent=2))
     elif cmd == "download":
-        print(f"Saved {c.download_peft(args.id, args.out)}")
+        _out_dir(args)
+        print(f"Saved {c.download_peft(args.id, args.out, overwrite=args.overwrite)}")
     elif cmd == "delete":
         c.delete_adapter(args.id)
         print(f"Deleted {args.id}")
@@ -347,6 +373,21 @@ REMAP_HELP = (
 )
 
 
+def out_args(s) -> None:
+    s.add_argument("--out", required=True, help="the directory to write")
+    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hypertune", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -370,14 +411,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--slots", type=int, default=None, help="kv readout: slots (the prefix length)")
     s.add_argument("--readout-lora-rank", type=int, default=None, help="kv readout: LoRA on its pass")
-    s.add_argument("--out", required=True)
+    out_args(s)
     s.set_defaults(func=_new)
 
     s = sub.add_parser("adapt", help="turn a JSONL file of examples into a PEFT adapter (one forward pass)")
     s.add_argument("--hypermodel", required=True)
     s.add_argument("--examples", required=True, help="JSONL with input and output per line")
     s.add_argument("--instruction", default=None)
-    s.add_argument("--out", required=True)
+    out_args(s)
     s.set_defaults(func=_adapt)
 
     s = sub.add_parser("score", help="log-probability of each output (or each choice) under an adapter")
@@ -388,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("generate", help="greedy generation with an adapter")
     s.add_argument("--adapter", required=True)
     s.add_argument("--inputs", required=True)
-    s.add_argument("--max-new-tokens", type=int, default=32)
+    s.add_argument("--max-new-tokens", type=positive_int, default=32)
     s.set_defaults(func=_generate)
 
     t = sub.add_parser("tasks", help="list task collections' tasks, or show one formatted episode")
@@ -545,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
         client_parser(name, helptext).add_argument("id")
     s = client_parser("download", "save an adapter as a PEFT directory")
     s.add_argument("id")
-    s.add_argument("--out", required=True)
+    out_args(s)
     for name, helptext in (
         ("score", "log-probabilities of each line's choices or output"),
         ("generate", "greedy continuations"),
@@ -556,7 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "score":
             s.add_argument("--normalisation", choices=["none", "token", "char"], default="none")
         else:
-            s.add_argument("--max-new-tokens", type=int, default=None, help="default: the server's (32)")
+            s.add_argument(
+                "--max-new-tokens", type=positive_int, default=None, help="default: the server's (32)"
+            )
             s.add_argument("--stop", nargs="*", default=["\\n"], help="stop strings (default: \\n)")
     return p
 

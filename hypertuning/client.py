@@ -76,11 +76,13 @@ class Client:
     def delete_adapter(self, adapter_id: str) -> None:
         self._call("DELETE", f"/v1/adapters/{adapter_id}")
 
-    def download_peft(self, adapter_id: str, directory: str | os.PathLike) -> Path:
+    def download_peft(self, adapter_id: str, directory: str | os.PathLike, overwrite: bool = False) -> Path:
         """Save the adapter as a PEFT directory (`peft.PeftModel.from_pretrained` or
-        `hypertuning.Adapter.from_pretrained` loads it)."""
+        `hypertuning.Adapter.from_pretrained` loads it); `overwrite` replaces an existing one."""
         directory = Path(directory)
-        if directory.exists() and any(directory.iterdir()):
+        if directory.exists() and not directory.is_dir():
+            raise HypertuningError(f"{directory} is a file; give a directory to write")
+        if directory.exists() and any(directory.iterdir()) and not overwrite:
             raise HypertuningError(f"{directory} already exists and is not empty")
         data = self._call("GET", f"/v1/adapters/{adapter_id}/peft").content
 
@@ -90,7 +92,7 @@ class Client:
                     name = Path(info.filename).name  # files only; no paths from the archive
                     (Path(tmp) / name).write_bytes(z.read(info))
 
-        return atomic_dir(Path(directory), unpack)
+        return atomic_dir(Path(directory), unpack, replace=overwrite)
 
     # -- inference -----------------------------------------------------------------------------------
     def score(self, requests: list[dict], normalisation: str = "none") -> list[dict]:

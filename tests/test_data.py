@@ -422,7 +422,7 @@ def test_bad_input_errors(tmp_path):
     with pytest.raises(DataError, match=r"t\.jsonl:3: not valid JSON"):
         get_collection("local", path=str(bad)).load("t")
     (bad / "t.jsonl").write_text('{"input": "a", "output": "b"}\n{"input": "c"}\n')
-    with pytest.raises(DataError, match=r"t\.jsonl:2 has no 'output'"):
+    with pytest.raises(DataError, match=r"t\.jsonl:2: has no 'output'"):
         get_collection("local", path=str(bad)).load("t")
     (bad / "t.jsonl").write_text('{"input": "a", "choices": ["x", "y"], "label": "z"}\n')
     with pytest.raises(DataError, match=r"t\.jsonl:1: label 'z' is not one of the choices"):

@@ -58,7 +58,11 @@ def test_distillation_off_and_validation_are_the_plain_lm_loss(tmp_path):
     dist = _objective(tmp_path / "b", "train.distill=1")
     b_plain, b_dist = plain.batch([0, 1, 2]), dist.batch([0, 1, 2])
     assert not any(k.startswith(TEACHER) for k in b_plain)
-    assert {k[len(TEACHER) :] for k in b_dist if k.startswith(TEACHER)} == {"input_ids", "attention_mask", "labels"}
+    assert {k[len(TEACHER) :] for k in b_dist if k.startswith(TEACHER)} == {
+        "input_ids",
+        "attention_mask",
+        "labels",
+    }
     dist.module.eval()  # validation: the LM loss, whatever the weight
     with torch.no_grad():
         a, b = plain.module(**b_plain), dist.module(**b_dist)
@@ -97,3 +101,18 @@ def test_distillation_trains_and_its_batches_are_pure(tmp_path):
 def test_distillation_refuses_what_it_cannot_do(tmp_path, config, over, match):
     with pytest.raises(HypertuningError, match=match):
         _objective(tmp_path, over, config=config)
+
+
+def test_labelled_logits_equal_the_full_forward_at_the_labelled_positions(llama):
+    """Only the labelled positions go through the LM head (logits_to_keep); they equal the full forward's,
+    rows of different lengths and padding included."""
+    ctx = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+    tgt = [[20, 21], [22, 23, 24], [25]]
+    batch = llama.lm_batch(ctx, tgt)
+    assert llama._keeps_logits
+    with torch.no_grad():
+        got, labels = llama.labelled_logits(batch)
+        full = llama(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1]
+    keep = batch["labels"][:, 1:] != -100
+    assert labels.tolist() == [t for row in tgt for t in row]
+    torch.testing.assert_close(got, full[keep].float(), atol=1e-5, rtol=1e-5)

@@ -314,6 +314,15 @@ EX = {"input": "a", "output": "b"}
         ),
         ("/v1/score", {"requests": [{"input": "x"}]}, 422, "either choices (to rank) or output"),
         ("/v1/score", {"requests": [{"input": "x", "choices": []}]}, 422, "choices is empty"),
+        # the shared record checks (data.task.Record), as for files
+        ("/v1/score", {"requests": [{"input": "x", "output": ""}]}, 422, "requests[0]: 'output' is blank"),
+        ("/v1/score", {"requests": [{"input": "x", "choices": ["a", " "]}]}, 422, "'choices'[1] is blank"),
+        (
+            "/v1/adapters",
+            {"examples": [EX, {"input": "a", "output": ""}]},
+            422,
+            "examples[1]: 'output' is blank",
+        ),
         (
             "/v1/score",
             {"requests": [{"input": "x", "output": "y", "adapter": "../x"}]},

@@ -4,8 +4,8 @@ from .caclm import CaclmCorpus, CaclmEncoder, Segments, bigbench_prose, document
 from .collections import COLLECTIONS, Collection, check_enough, get_collection, load_task
 from .episodes import Episode, EpisodeEncoder, EpisodeSampler, heldout_shots, mixing_weights
 from .format import SPECIAL_TOKENS, X_TOKEN, Y_TOKEN, encode_examples, normalise_examples, pad_batch
-from .jsonl import read_jsonl
-from .task import METRICS, Example, Task
+from .jsonl import read_examples, read_jsonl, read_records
+from .task import METRICS, Example, Record, Task
 
 __all__ = [
     "COLLECTIONS",
@@ -20,6 +20,7 @@ __all__ = [
     "EpisodeEncoder",
     "EpisodeSampler",
     "Example",
+    "Record",
     "Segments",
     "Task",
     "bigbench_prose",
@@ -32,5 +33,7 @@ __all__ = [
     "mixing_weights",
     "normalise_examples",
     "pad_batch",
+    "read_examples",
     "read_jsonl",
+    "read_records",
 ]

@@ -34,13 +34,14 @@ def normalise_examples(examples) -> list[tuple[str, str]]:
     out = []
     for i, ex in enumerate(examples):
         if isinstance(ex, dict):
-            ex = Example.from_dict(ex, f"example {i}")
+            ex = Example.from_dict(ex, f"examples[{i}]")
         if isinstance(ex, Example):
             out.append((ex.input, ex.target))
         elif isinstance(ex, (tuple, list)) and len(ex) == 2:
-            out.append((str(ex[0]), str(ex[1])))
+            ex = Example.from_dict({"input": ex[0], "output": ex[1]}, f"examples[{i}]")
+            out.append((ex.input, ex.target))
         else:
-            raise DataError(f"example {i} must be a dict with 'input'/'output' or an (input, output) pair")
+            raise DataError(f"examples[{i}] must be a dict with 'input'/'output' or an (input, output) pair")
     return out
 
 

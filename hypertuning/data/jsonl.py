@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 from ..errors import DataError
+from .task import Example, Record
 
 
 def read_jsonl(path: str | Path, required: tuple[str, ...] = (), with_lines: bool = False) -> list:
     """The rows of a JSONL file (dicts), or (line number, row) pairs with `with_lines`. Never modifies it."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; expected a JSONL file (one JSON object per line)")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     rows = []
@@ -52,3 +55,25 @@ def read_json_file(path: str | Path, what: str = "JSON file"):
         raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason})") from None
+
+
+def read_examples(path: str | Path) -> list[Example]:
+    """Few-shot examples (`Example.from_dict` records), each checked; errors say FILE:LINE."""
+    rows = [Example.from_dict(r, f"{path}:{n}") for n, r in read_jsonl(path, with_lines=True)]
+    if not rows:
+        raise DataError(f"{path}: holds no examples")
+    return rows
+
+
+def read_records(path: str | Path, purpose: str) -> list[Record]:
+    """Inputs to score (`purpose="score"`: each needs `output` or `choices`) or to generate from
+    (`"generate"`: only `input`), each checked (see `Record`); errors say FILE:LINE."""
+    rows = []
+    for n, row in read_jsonl(path, with_lines=True):
+        r = Record.parse(row, f"{path}:{n}")
+        if purpose == "score" and not (r.outputs or r.choices):
+            raise DataError(f"{path}:{n}: needs 'output' or 'choices' to score")
+        rows.append(r)
+    if not rows:
+        raise DataError(f"{path}: holds no records")
+    return rows

@@ -77,31 +77,97 @@ class Example:
 
     @classmethod
     def from_dict(cls, row: dict, where: str = "example") -> Example:
-        """Our JSONL record: `input` and `output` (string or list) and/or `choices` with `label` (int,
-        list of ints, or the correct choice's text)."""
-        if not isinstance(row, dict) or "input" not in row:
-            raise DataError(f"{where}: needs an 'input' field")
-        out = row.get("output", row.get("outputs"))
-        outputs = (
-            tuple(str(o) for o in out) if isinstance(out, list) else (() if out is None else (str(out),))
+        """Our JSONL record: `input` (a string), `output` (a string or a list of them) and/or `choices` (a
+        list of strings) with `label` (an index, the correct choice's text, or a list of either). Every
+        field is checked here, once, for every reader (files, collections, the server): a wrong type is an
+        error naming `where` (FILE:LINE for files), never a silent conversion."""
+        q = Record.parse(row, where)
+        answers = q.answers
+        if q.choices and not answers and q.outputs:
+            answers = tuple(q.choices.index(o) for o in q.outputs if o in q.choices)
+        if not q.outputs and not answers:
+            raise DataError(f"{where}: has no 'output' (nor 'choices' with a correct 'label')")
+        return cls(q.input, q.outputs, q.choices, answers)
+
+
+def _kind(value) -> str:
+    return (
+        "null"
+        if value is None
+        else {bool: "a boolean", str: "a string", list: "a list", dict: "an object"}.get(
+            type(value), f"a number ({value!r})" if isinstance(value, (int, float)) else type(value).__name__
         )
-        choices = tuple(str(c) for c in row.get("choices") or ())
-        label = row.get("label", row.get("answers"))
-        if choices and label is None and outputs:
-            label = [choices.index(o) for o in outputs if o in choices]
-        if isinstance(label, (int, str)):
-            label = [label]
-        answers = []
-        for a in label or ():
-            if isinstance(a, str):
-                if a not in choices:
-                    raise DataError(f"{where}: label {a!r} is not one of the choices")
-                a = choices.index(a)
-            answers.append(int(a))
-        try:
-            return cls(str(row["input"]), outputs, choices, tuple(answers))
-        except DataError as e:
-            raise DataError(f"{where} {e}") from None
+    )
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input record, checked: what `Example.from_dict`, `hypertune score` / `generate` and the server
+    read. Unlike an Example it may have no reference (an input to generate from, choices to rank)."""
+
+    input: str
+    outputs: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    answers: tuple[int, ...] = ()
+
+    @classmethod
+    def parse(cls, row, where: str = "record") -> Record:
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object, got {_kind(row)}")
+        if "input" not in row:
+            raise DataError(f"{where}: needs an 'input' field")
+        if not isinstance(row["input"], str):
+            raise DataError(f"{where}: 'input' must be a string, got {_kind(row['input'])}")
+        key = "output" if "output" in row else "outputs"
+        outputs = _texts(row[key], key, where) if key in row else ()
+        choices = ()
+        if "choices" in row:
+            choices = _texts(row["choices"], "choices", where, single=False)
+        key = "label" if "label" in row else "answers"
+        answers = _labels(row[key], key, choices, where) if key in row else ()
+        return cls(row["input"], outputs, choices, answers)
+
+
+def _texts(value, key: str, where: str, single: bool = True) -> tuple[str, ...]:
+    """A non-empty list of non-blank strings (or, with `single`, one string)."""
+    want = "a string or a list of strings" if single else "a list of strings"
+    if single and isinstance(value, str):
+        value = [value]
+    elif not isinstance(value, list):
+        raise DataError(f"{where}: '{key}' must be {want}, got {_kind(value)}")
+    if not value:
+        raise DataError(f"{where}: '{key}' is empty")
+    for n, v in enumerate(value):
+        at = f"'{key}'" if single and len(value) == 1 else f"'{key}'[{n}]"
+        if not isinstance(v, str):
+            raise DataError(f"{where}: {at} must be a string, got {_kind(v)}")
+        if not v.strip():
+            raise DataError(f"{where}: {at} is blank; an output or choice needs at least one character")
+    return tuple(value)
+
+
+def _labels(value, key: str, choices: tuple[str, ...], where: str) -> tuple[int, ...]:
+    """Indices into `choices` from an index, a choice's text or a list of either."""
+    if not choices:
+        raise DataError(f"{where}: '{key}' needs 'choices' to point into")
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise DataError(f"{where}: '{key}' is empty")
+    out = []
+    for v in items:
+        if isinstance(v, str):
+            if v not in choices:
+                raise DataError(f"{where}: {key} {v!r} is not one of the choices {list(choices)}")
+            v = choices.index(v)
+        elif not isinstance(v, int) or isinstance(v, bool):
+            raise DataError(
+                f"{where}: '{key}' must be a choice index (an integer), a choice's text or a list of "
+                f"either, got {_kind(v)}"
+            )
+        elif not 0 <= v < len(choices):
+            raise DataError(f"{where}: {key} {v} is out of range for {len(choices)} choices (0-based)")
+        out.append(v)
+    return tuple(out)
 
 
 @dataclass

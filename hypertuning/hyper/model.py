@@ -241,6 +241,8 @@ class HyperModel(nn.Module):
         backbone_config = AutoConfig.for_model(bcfg.pop("model_type"), **bcfg)
         impl = "eager" if config.backbone == "encoder-decoder" else "sdpa"
         model = AutoModel.from_config(backbone_config, attn_implementation=impl)
+        if not (d / TOKENIZER_DIR).is_dir():  # else transformers tries the hub with a local path
+            raise CheckpointError(f"{d / TOKENIZER_DIR}: the hypermodel's tokenizer is missing")
         tokenizer = AutoTokenizer.from_pretrained(d / TOKENIZER_DIR)
         hm = cls(config, model, tokenizer)
         state = read_safetensors(d / WEIGHTS_FILE)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import logging
 from collections.abc import Sequence
@@ -123,6 +125,14 @@ class Downstream:
 
     def __repr__(self) -> str:
         return f"Downstream({self.name!r}, family={self.family.name}, fingerprint={self.spec.fingerprint})"
+
+    @property
+    def context_length(self) -> int | None:
+        """The most positions the model attends to (its config's), or None where it sets no limit (T5)."""
+        if self.family.name == "t5":
+            return None
+        cfg = self.model.config
+        return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
 
     @property
     def device(self) -> torch.device:
@@ -353,13 +363,22 @@ class Downstream:
         labels = batch.pop("labels")
         if self.family.name == "t5":
             batch["decoder_input_ids"] = self.model._shift_right(labels)
-        else:
-            labels = labels[:, 1:]  # token t predicts token t+1
-        logits = self(phi, **batch).logits
-        if self.family.name != "t5":
-            logits = logits[:, :-1]
+            keep = labels != -100
+            return self(phi, **batch).logits[keep].float(), labels[keep]
+        labels = labels[:, 1:]  # token t predicts token t+1
         keep = labels != -100
-        return logits[keep].float(), labels[keep]
+        if self._keeps_logits:
+            # the LM head only where a label is predicted (transformers' `logits_to_keep`, a boolean mask
+            # gives them flattened in row-major order): targets are a few tokens of long prompts, and the
+            # head over every position was most of a training step's cost with a 49k vocabulary
+            at = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+            at[:, :-1] = keep
+            return self(phi, **batch, logits_to_keep=at).logits.float(), labels[keep]
+        return self(phi, **batch).logits[:, :-1][keep].float(), labels[keep]
+
+    @functools.cached_property
+    def _keeps_logits(self) -> bool:
+        return "logits_to_keep" in inspect.signature(self.model.forward).parameters
 
     def __call__(self, phi: ActivePhi | None = None, **batch):
         """A plain forward pass of the underlying model with a batched phi (for training loops)."""

@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import CheckpointError, HypertuningError
+from ..data.task import Example, Record
+from ..errors import CheckpointError, DataError, HypertuningError
 from .engine import Engine, Limits, Row
 from .metrics import Metrics
 from .store import AdapterMismatch, AdapterNotFound, check_id
@@ -174,7 +175,15 @@ def create_app(engine: Engine, limits: Limits | None = None, token: str | None =
         for i, ex in enumerate(examples):
             text(ex.input, f"{what}[{i}].input")
             text(ex.output, f"{what}[{i}].output")
+            record(ex.model_dump(), f"{what}[{i}]", Example.from_dict)
         return [ex.model_dump() for ex in examples]
+
+    def record(row: dict, where: str, parse=Record.parse):
+        """The checks every reader shares (data.task.Record): blank outputs and choices, above all."""
+        try:
+            return parse(row, where)
+        except DataError as e:
+            _invalid(str(e))
 
     def rows_ok(rows: list[RowIn], scoring: bool) -> list[Row]:
         if not rows:
@@ -195,6 +204,8 @@ def create_app(engine: Engine, limits: Limits | None = None, token: str | None =
                 choices = r.choices if r.choices is not None else [r.output]
                 if not choices:
                     _invalid(f"{where}.choices is empty")
+                key = "choices" if r.choices is not None else "output"
+                record({"input": r.input, key: getattr(r, key)}, where)
                 if len(choices) > limits.max_choices:
                     _invalid(
                         f"{where}.choices has {len(choices)} options; the limit is {limits.max_choices} "

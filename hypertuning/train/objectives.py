@@ -342,7 +342,9 @@ class HyperObjective(EpisodeObjective):
     def collate(self, items):
         batch = lm_collate(self.downstream, items, self.hypermodel.tokenizer.pad_token_id or 0)
         if self.in_context:
-            teacher = self.downstream.lm_batch([it.in_context_ids for it in items], [it.target_ids for it in items])
+            teacher = self.downstream.lm_batch(
+                [it.in_context_ids for it in items], [it.target_ids for it in items]
+            )
             batch.update({TEACHER + k: v for k, v in teacher.items()})
         return batch
 
