@@ -252,6 +252,7 @@ def _eval(args) -> None:
         normalisation=args.normalisation,
         batch_size=args.batch_size,
         dependence=args.dependence,
+        shots=args.shots,
     )
     results = evaluate(methods, tasks, settings, args.out, progress=not args.quiet, skipped=skipped)
     print(format_results(results, group=not args.no_group))
@@ -308,7 +309,12 @@ def _serve(args) -> None:
     app = create_app(engine, limits, token=token)
     print(
         f"Serving hypermodel {engine.hypermodel_id} for {engine.downstream.name}; adapters in "
-        f"{engine.store.root} ({engine.store.count()} stored). Docs at http://{args.host}:{args.port}/docs",
+        f"{engine.store.root} ({engine.store.count()} stored). "
+        + (
+            f"Docs at http://{args.host}:{args.port}/docs"
+            if token is None
+            else f"Schema at http://{args.host}:{args.port}/openapi.json (with the token)"
+        ),
         file=sys.stderr,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
@@ -499,6 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-examples", dest="max_examples_eval", type=int, default=100, help="evaluated examples per task"
     )
     s.add_argument("--pool-size", type=int, default=64, help="few-shot pool per task; the rest is evaluated")
+    s.add_argument(
+        "--shots",
+        choices=["sample", "demonstrations"],
+        default="sample",
+        help="sample: K examples from each task's pool per seed; demonstrations: the task's fixed ones "
+        "(S-NI's Def+2Pos)",
+    )
     s.add_argument(
         "--normalisation",
         choices=["none", "token", "char"],

@@ -178,3 +178,11 @@ def test_generate_max_new_tokens_beyond_the_context_is_refused(made, tmp_path, c
     argv = ["generate", "--adapter", str(made["adapter"]), "--inputs", str(path), "--max-new-tokens", "5000"]
     assert main(argv) == 2
     assert "can attend to (512 tokens)" in capsys.readouterr().err
+
+
+def test_drop_message_names_the_budget_not_what_was_left(llama, caplog):
+    hm = HyperModel.create(llama, "lora", layers=1, max_input_tokens=32)
+    with caplog.at_level("WARNING"):
+        hm.encode_ids([("word " * 100, "a"), ("b", "c")])  # the first fills the budget, cut
+    assert "Dropped 1 of 2 hyper examples to fit 32 tokens" in caplog.text, caplog.text
+    assert "to fit 0 tokens" not in caplog.text

@@ -177,10 +177,20 @@ def test_generate_equals_greedy_loop_over_scoring_path(downstream, target):
         assert result == tok.decode(gen, skip_special_tokens=True)
 
 
-def test_beam_search_with_per_row_phi(llama):
-    a = _boost(HyperModel.create(llama, target="prefix", layers=1).generate_batch(TASKS[:2]))
-    out = llama.generate(["the cat", "two plus"], adapter=a, max_new_tokens=4, num_beams=3)
-    assert len(out) == 2
+@pytest.mark.parametrize("target", ["prefix", "lora"])
+def test_beam_search_with_per_row_phi_equals_each_row_alone(llama, target):
+    """generate() expands each row into its beams (row-major): every beam must keep its own row's phi."""
+    torch.manual_seed(0)
+    a = HyperModel.create(llama, target=target, layers=1).generate_batch(TASKS[:3])
+    for ad in a:  # rows far apart, so that a beam given another row's phi shows
+        for k, v in ad.phi.items():
+            ad.phi[k] = v + torch.randn_like(v) * (v.abs().mean() + 0.1) * 5
+    inputs = ["the cat", "two plus", "great"]
+    kw = {"max_new_tokens": 6, "num_beams": 3}
+    batched = llama.generate(inputs, adapter=a, **kw)
+    alone = [llama.generate([x], adapter=a[i], **kw)[0] for i, x in enumerate(inputs)]
+    assert batched == alone
+    assert len({tuple(llama.generate(inputs[:1], adapter=a[i], **kw)) for i in range(3)}) > 1  # phi matters
 
 
 def test_loglikelihood_equals_full_logits(llama):

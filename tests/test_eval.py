@@ -488,3 +488,27 @@ def test_demo_trains_adapts_scores_and_reuses_everything(tiny_dirs, tmp_path, ca
     assert [line for line in second.splitlines() if line.startswith(("zero-shot", "in-context"))][
         :2
     ] == table[:2]
+
+
+def test_metaicl_classification_reports_macro_f1_over_the_ranked_options(llama):
+    """MetaICL (and the paper) score classification with macro-F1: over the chosen options' text, beside
+    accuracy; with one dominant prediction the two differ."""
+    from pathlib import Path
+
+    from hypertuning.data.collections import get_collection
+    from hypertuning.eval.metrics import accuracy, macro_f1, task_metrics
+    from hypertuning.eval.scoring import score_task
+
+    fixtures = Path(__file__).parent / "fixtures" / "metaicl"
+    rte = get_collection("metaicl", path=str(fixtures), setting="hr_to_lr", fewshot_seed=13).load("superglue-rte")
+    assert task_metrics(rte) == ("macro_f1", "accuracy")
+    examples = list(rte.examples)
+    contexts = llama.encode_inputs([e.input for e in examples])
+    got = score_task(llama, rte, examples, contexts)
+    assert list(got.metrics) == ["macro_f1", "accuracy"]
+    chosen = [e.choices[p] for e, p in zip(examples, got.predictions, strict=True)]
+    gold = [[e.choices[e.answers[0]]] for e in examples]
+    assert got.metrics["macro_f1"] == macro_f1(chosen, gold)
+    assert got.metrics["accuracy"] == accuracy(got.predictions, [e.answers for e in examples])
+    # the same predictions, scored both ways, differ when one class dominates
+    assert macro_f1(["a", "a", "a", "a"], [["a"], ["a"], ["a"], ["b"]]) != 75.0

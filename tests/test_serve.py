@@ -435,6 +435,11 @@ def test_bearer_token(serve):
         r = client.get("/v1/adapters", headers=headers)
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert client.get("/metrics").status_code == 401
+    # the schema needs the token too; the browser pages (which cannot send it) are off
+    assert client.get("/openapi.json").status_code == 401
+    schema = client.get("/openapi.json", headers={"Authorization": "Bearer s3cret"}).json()
+    assert "/v1/score" in schema["paths"] and "/openapi.json" not in schema["paths"]
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
     ok = client.get("/v1/adapters", headers={"Authorization": "Bearer s3cret"})
     assert ok.status_code == 200
     with pytest.raises(ServiceError, match="401"):

@@ -204,15 +204,25 @@ class MixedSampler(_Stream):
 
 
 def heldout_shots(
-    task: Task, k: int, seed: int, pool_size: int = 64, up_to: bool = False
+    task: Task, k: int, seed: int, pool_size: int = 64, up_to: bool = False, shots: str = "sample"
 ) -> tuple[list[Example], Task]:
     """The K examples shown for a held-out task (from its few-shot pool) and the evaluation examples.
 
     Every method evaluated with the same seed sees the same K examples: in-context, hypertuned, and
     PEFT initialised from the hypermodel. With `up_to`, a task whose pool is smaller than K shows its whole
-    pool ("up to K examples", as the paper puts it) instead of raising.
+    pool ("up to K examples", as the paper puts it) instead of raising. `shots="demonstrations"` shows the
+    task's first K fixed demonstrations instead (S-NI's Def+2Pos, as the training sampler's option); the
+    evaluation examples are the same either way.
     """
+    if shots not in ("sample", "demonstrations"):
+        raise DataError(f"shots must be 'sample' or 'demonstrations', got {shots!r}")
     pool, evaluation = task.split(pool_size=max(pool_size, k), seed=0)
+    if shots == "demonstrations":
+        if k and not task.demonstrations:
+            raise DataError(f"{task.id}: has no demonstrations to show (shots=demonstrations)")
+        if len(task.demonstrations) < k and not up_to:
+            raise DataError(f"{task.id}: has {len(task.demonstrations)} demonstrations, fewer than K={k}")
+        return list(task.demonstrations[:k]), evaluation
     if up_to:
         k = min(k, len(pool))
     if len(pool) < k:

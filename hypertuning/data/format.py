@@ -25,12 +25,18 @@ BEFORE_TOKEN, AFTER_TOKEN = "<before>", "<after>"
 SPECIAL_TOKENS = [X_TOKEN, Y_TOKEN, BEFORE_TOKEN, AFTER_TOKEN]
 
 
-def normalise_examples(examples) -> list[tuple[str, str]]:
-    """Accept Examples, dicts in our JSONL shape (see `Example.from_dict`) or (input, output) pairs."""
+def normalise_examples(examples, allow_empty: bool = False) -> list[tuple[str, str]]:
+    """Accept Examples, dicts in our JSONL shape (see `Example.from_dict`) or (input, output) pairs.
+    `allow_empty`: no examples is fine (an instruction alone, the paper's S-NI "Def" setting)."""
     from .task import Example
 
     if examples is None or len(examples) == 0:
-        raise DataError("The example list is empty: a hypermodel needs at least one (input, output) example")
+        if allow_empty:
+            return []
+        raise DataError(
+            "The example list is empty: a hypermodel needs at least one (input, output) example or an "
+            "instruction"
+        )
     out = []
     for i, ex in enumerate(examples):
         if isinstance(ex, dict):
@@ -63,6 +69,7 @@ def pack_pieces(
     cut_first: bool = True,
     lead: int = 0,
     placed: int = 0,
+    limit: int | None = None,
 ) -> list[int]:
     """Token ids of the pieces joined by `joiner`, dropping whole pieces that would overflow `max_tokens`.
 
@@ -73,8 +80,12 @@ def pack_pieces(
 
     The count and the message are about examples: `lead` leading pieces are not examples (an instruction;
     dropping it counts as `{key}_instruction_dropped`) and `placed` examples were already placed by the
-    caller before these pieces, so "Dropped 3 of 16" means 3 of the caller's 16 examples.
+    caller before these pieces, so "Dropped 3 of 16" means 3 of the caller's 16 examples; `limit` is the
+    caller's whole budget, which messages name (default `max_tokens`, what is left for these pieces).
+    Examples keep their order (the first is what a truncated prompt keeps): the first that does not fit
+    ends the list, shorter ones after it included.
     """
+    limit = max_tokens if limit is None else limit
     toks = [
         tokenizer(p if n == 0 else joiner + p, add_special_tokens=False)["input_ids"]
         for n, p in enumerate(pieces)
@@ -101,10 +112,13 @@ def pack_pieces(
     dropped = len(toks) - max(kept, lead)  # examples only
     total = placed + len(toks) - lead
     if kept < lead:
-        msg = f"Dropped the instruction and all {total - placed} {key} examples to fit {max_tokens} tokens"
+        msg = f"Dropped the instruction and all {total - placed} {key} examples to fit {limit} tokens"
         _note(stats, f"{key}_instruction_dropped", msg)
     if dropped:
-        msg = f"Dropped {dropped} of {total} {key} examples to fit {max_tokens} tokens"
+        msg = (
+            f"Dropped {dropped} of {total} {key} examples to fit {limit} tokens (examples keep their order: "
+            "those after the first that does not fit are dropped too)"
+        )
         _note(stats, f"{key}_dropped", msg, dropped)
     return ids + tail
 
@@ -145,7 +159,15 @@ def encode_examples(
                 return first
             budget = max_tokens - len(first)
             return first + pack_pieces(
-                tokenizer, rest, budget, "", stats=stats, key="hyper", cut_first=False, placed=1
+                tokenizer,
+                rest,
+                budget,
+                "",
+                stats=stats,
+                key="hyper",
+                cut_first=False,
+                placed=1,
+                limit=max_tokens,
             )
     return pack_pieces(
         tokenizer,

@@ -96,10 +96,12 @@ assert set(METRIC_FNS) == set(METRICS)
 
 
 def task_metrics(task: Task) -> tuple[str, ...]:
-    """The metrics a task is scored with: rank classification (`accuracy`) for multiple-choice tasks,
-    the task's generative metrics otherwise. The first is its headline number in tables."""
+    """The metrics a task is scored with: rank classification (`accuracy`, and `macro_f1` over the chosen
+    options when the task declares it) for multiple-choice tasks, the task's generative metrics otherwise. The first is its headline number in tables."""
     if task.is_multiple_choice:
-        return ("accuracy",)
+        # ranked options; classification tasks that declare macro-F1 (MetaICL's) report it first, as the
+        # paper does, with accuracy beside it
+        return ("macro_f1", "accuracy") if "macro_f1" in task.metrics else ("accuracy",)
     metrics = [m for m in task.metrics if m in GENERATIVE]
     preferred = task.meta.get("preferred_score")
     if preferred:

@@ -41,6 +41,9 @@ class EvalSettings:
     # example-dependence figures (eval/dependence.py) for methods that read examples: auto = on
     # must-read tasks (mustread, remap=), all, off
     dependence: str = "auto"
+    # which examples are shown: sample (K from the task's pool, per seed) | demonstrations (the task's
+    # fixed ones, S-NI's Def+2Pos; the same for every seed)
+    shots: str = "sample"
 
     def __post_init__(self):
         if self.dependence not in MODES:
@@ -49,6 +52,8 @@ class EvalSettings:
             raise HypertuningError(
                 f"normalisation must be one of {', '.join(NORMALISATIONS)}; got {self.normalisation!r}"
             )
+        if self.shots not in ("sample", "demonstrations"):
+            raise HypertuningError(f"shots must be 'sample' or 'demonstrations'; got {self.shots!r}")
         if self.k < 0 or not self.seeds:
             raise HypertuningError("k must be >= 0 and at least one seed is needed")
 
@@ -89,7 +94,9 @@ def evaluate(
             if not mine:
                 continue
             try:
-                shots, evaluation = heldout_shots(task, settings.k, seed, settings.pool_size, up_to=True)
+                shots, evaluation = heldout_shots(
+                    task, settings.k, seed, settings.pool_size, up_to=True, shots=settings.shots
+                )
             except DataError as e:
                 skipped[task.id] = str(e)
                 bar.update(len(mine))
@@ -169,6 +176,7 @@ def _resume(out: Path, methods: Sequence[Method], settings: EvalSettings) -> lis
     if (out / SETTINGS).is_file():
         saved = read_json(out / SETTINGS, "evaluation settings")
         saved.setdefault("dependence", "auto")  # saved before it existed: no must-read task did either
+        saved.setdefault("shots", "sample")  # saved before it existed
         changed = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
         if changed:
             what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())

@@ -121,19 +121,22 @@ def score_task(
     if not examples:
         raise HypertuningError(f"{task.id}: no evaluation examples")
     metrics = tuple(metrics or task_metrics(task))
-    if metrics[0] == "accuracy":
+    if metrics[0] == "accuracy" or (metrics[0] == "macro_f1" and task.is_multiple_choice):
         preds = rank_choices(
             downstream, contexts, [e.choices for e in examples], adapter, normalisation, batch_size
         )
-        refs: list = [e.answers for e in examples]
-        metrics = ("accuracy",)
-    else:
-        preds = downstream.generate_ids(
-            list(contexts),
-            adapter,
-            max_new_tokens=generation_budget(downstream, task, examples),
-            batch_size=batch_size,
-            stop=stop_strings(task, examples),
-        )
-        refs = [e.references for e in examples]
+        scores = {"accuracy": METRIC_FNS["accuracy"](preds, [e.answers for e in examples])}
+        if "macro_f1" in metrics:  # over the chosen options' text against the correct one's
+            chosen = [e.choices[p] for e, p in zip(examples, preds, strict=True)]
+            gold = [[e.choices[e.answers[0]]] for e in examples]
+            scores["macro_f1"] = METRIC_FNS["macro_f1"](chosen, gold)
+        return TaskScore({m: scores[m] for m in metrics if m in scores}, preds)
+    preds = downstream.generate_ids(
+        list(contexts),
+        adapter,
+        max_new_tokens=generation_budget(downstream, task, examples),
+        batch_size=batch_size,
+        stop=stop_strings(task, examples),
+    )
+    refs = [e.references for e in examples]
     return TaskScore({m: METRIC_FNS[m](preds, refs) for m in metrics}, preds)

@@ -123,7 +123,7 @@ class DownstreamReadout(HyperModel):
         follow, within `max_input_tokens` (whole examples dropped)."""
         sep = self.opts["separator"]
         pieces = ([instruction] if instruction else []) + [
-            f"{x} {y}" for x, y in normalise_examples(examples)
+            f"{x} {y}" for x, y in normalise_examples(examples, allow_empty=bool(instruction))
         ]
         limit = self.config.max_input_tokens - len(self._sep_ids)
         lead = int(bool(instruction))

@@ -121,7 +121,11 @@ class HyperModel(nn.Module):
         limit = self.config.max_input_tokens
         eos = self.tokenizer.eos_token_id if self.config.backbone == "encoder-decoder" else None
         ids = encode_examples(
-            self.tokenizer, normalise_examples(examples), instruction, limit - (eos is not None), stats
+            self.tokenizer,
+            normalise_examples(examples, allow_empty=bool(instruction)),
+            instruction,
+            limit - (eos is not None),
+            stats,
         )
         return ids + [eos] if eos is not None else ids
 

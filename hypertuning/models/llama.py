@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import rotate_half
@@ -103,7 +105,7 @@ class LlamaFamily(Family):
             input_ids=torch.tensor([context], device=device), use_cache=True, logits_to_keep=1, **kw
         )
         first = F.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each continuation's first token
-        cache = out.past_key_values
+        cache = getattr(out, "cache", None) or out.past_key_values  # transformers >= 5.24 names it `cache`
         cache.batch_repeat_interleave(n)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         ids, mask = pad_batch(continuations, pad)  # right padding after the shared context
@@ -113,7 +115,7 @@ class LlamaFamily(Family):
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             position_ids=positions.to(device),
-            past_key_values=cache,
+            **{_cache_kwarg(self.model.model): cache},
             use_cache=True,
             **kw,
         ).last_hidden_state
@@ -156,3 +158,9 @@ def _strip(tokens: list[int], tokenizer) -> list[int]:
     if eos is not None and eos in tokens:
         tokens = tokens[: tokens.index(eos)]
     return tokens
+
+
+def _cache_kwarg(model) -> str:
+    """transformers 5.24 renamed the forward argument `past_key_values` to `cache` (the old name warns,
+    then goes in 5.40); older 5.x releases only know the old one."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

@@ -136,12 +136,21 @@ def create_app(engine: Engine, limits: Limits | None = None, token: str | None =
         ):
             raise HTTPException(401, "Missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
+    # With a token, the schema needs it too and the browser pages are off (a browser cannot send it)
+    closed = {"docs_url": None, "redoc_url": None, "openapi_url": None} if token is not None else {}
     app = FastAPI(
         title="hypertuning",
         summary="Few-shot examples in, a PEFT adapter out; many adapters served from one base model.",
         version=_version(),
         lifespan=_lifespan(engine),
+        **closed,
     )
+    if token is not None:
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(authorised)])
+        def openapi_schema() -> dict:
+            return app.openapi()
+
     app.add_middleware(_BodyLimit, limit=limits.max_request_bytes)
 
     @app.middleware("http")
