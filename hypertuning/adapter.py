@@ -128,10 +128,15 @@ class Adapter:
         return out
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> Adapter:
+    def from_pretrained(cls, directory: str | os.PathLike, downstream=None) -> Adapter:
+        """Load an adapter we saved, or a plain PEFT LoRA / prefix-tuning adapter made elsewhere (no
+        `hypertuning.json`): that one is checked against `downstream`, or against the model its
+        `base_model_name_or_path` names, which is then loaded."""
         d = Path(directory)
         if not d.is_dir():
             raise CheckpointError(f"{d}: no such adapter directory")
+        if not (d / META_FILE).exists() and (d / PEFT_CONFIG).exists():
+            return cls.from_peft_dir(d, downstream)
         meta = read_json(d / META_FILE, "hypertuning adapter metadata")
         try:
             spec = DownstreamSpec.from_dict(meta["downstream"])
@@ -157,3 +162,84 @@ class Adapter:
                     f"{d}: phi[{k!r}] has shape {tuple(phi[k].shape)}, expected {tuple(z.shape)}"
                 )
         return cls(meta["target"], meta["options"], spec, phi, meta.get("meta", {}))
+
+    @classmethod
+    def from_peft_dir(cls, directory: str | os.PathLike, downstream=None) -> Adapter:
+        """A plain PEFT adapter directory (adapter_config.json + adapter_model.safetensors), for our
+        downstream model: what peft would apply, as phi, or an error saying what does not match."""
+        d = Path(directory)
+        config = read_json(d / PEFT_CONFIG, "PEFT adapter config")
+        where = d / PEFT_CONFIG
+        if downstream is None:
+            base = config.get("base_model_name_or_path")
+            if not base:
+                raise CheckpointError(f"{where}: names no base_model_name_or_path; pass the downstream model")
+            from .models.downstream import load_downstream
+
+            downstream = load_downstream(base)
+        spec = downstream.spec
+        target, options = _peft_target(config, where)
+        try:
+            t = TARGETS.get(target)(spec, **options)
+        except HypertuningError as e:
+            raise CheckpointError(f"{where}: does not fit {downstream.name}: {e}") from None
+        state = read_safetensors(d / PEFT_WEIGHTS)
+        try:
+            phi = t.from_peft(config, state, FAMILIES.get(spec.family))
+        except (HypertuningError, RuntimeError) as e:  # a missing tensor; a reshape of the wrong size
+            raise CheckpointError(f"{d / PEFT_WEIGHTS}: does not fit {downstream.name}: {e}") from None
+        for k, z in t.zero_phi(1).items():
+            same = phi[k].shape == z.shape or (target == "prefix" and phi[k].shape[:-2] == z.shape[:-2])
+            if not same:
+                raise CheckpointError(
+                    f"{d / PEFT_WEIGHTS}: {k} has shape {tuple(phi[k].shape)}; {downstream.name} needs "
+                    f"{tuple(z.shape)}"
+                )
+        phi = {k: v.float() for k, v in phi.items()}
+        return cls(target, t.options, spec, phi, {"source": "peft", "path": str(d)})
+
+
+def plain_peft_base(directory: str | os.PathLike) -> str | None:
+    """The base model a plain PEFT adapter directory (one without hypertuning.json) names; None for ours."""
+    d = Path(directory)
+    if not d.is_dir() or (d / META_FILE).exists() or not (d / PEFT_CONFIG).exists():
+        return None
+    base = read_json(d / PEFT_CONFIG, "PEFT adapter config").get("base_model_name_or_path")
+    if not base:
+        raise CheckpointError(f"{d / PEFT_CONFIG}: names no base_model_name_or_path")
+    return base
+
+
+def _peft_target(config: dict, where) -> tuple[str, dict]:
+    """Our target and its options for a PEFT config, refusing what peft would apply differently."""
+    kind = config.get("peft_type")
+    if kind == "LORA":
+        unsupported = {
+            "use_dora": config.get("use_dora"),
+            "bias": config.get("bias") not in (None, "none") and config.get("bias"),
+            "fan_in_fan_out": config.get("fan_in_fan_out"),
+            "layers_to_transform": config.get("layers_to_transform"),
+            "rank_pattern": config.get("rank_pattern"),
+            "alpha_pattern": config.get("alpha_pattern"),
+            "modules_to_save": config.get("modules_to_save"),
+        }
+        bad = {k: v for k, v in unsupported.items() if v}
+        if bad:
+            raise CheckpointError(f"{where}: LoRA options we do not apply: {bad}")
+        modules = config.get("target_modules")
+        if not isinstance(modules, list) or not modules:
+            raise CheckpointError(
+                f"{where}: target_modules must be a list of module names (got {modules!r}); a regex cannot "
+                "be checked against the attention projections we adapt"
+            )
+        r, alpha = int(config["r"]), float(config.get("lora_alpha", 8))
+        if config.get("use_rslora"):
+            alpha *= r**0.5  # rsLoRA scales by alpha / sqrt(r); ours is alpha / r
+        return "lora", {"rank": r, "alpha": alpha, "modules": sorted(modules)}
+    if kind == "PREFIX_TUNING":
+        if config.get("prefix_projection"):
+            raise CheckpointError(
+                f"{where}: prefix_projection adapters hold an MLP, not prefixes; not supported"
+            )
+        return "prefix", {"prefix_len": int(config["num_virtual_tokens"])}
+    raise CheckpointError(f"{where}: peft_type {kind!r} is not supported (LORA, PREFIX_TUNING)")

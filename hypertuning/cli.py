@@ -164,7 +164,12 @@ def _tasks_show(args) -> None:
 
 def _load_adapter(path):
     from . import Adapter, load_downstream
+    from .adapter import plain_peft_base
 
+    base = plain_peft_base(path)
+    if base is not None:  # a plain PEFT adapter made elsewhere: checked against the model it names
+        ds = load_downstream(base)
+        return Adapter.from_pretrained(path, downstream=ds), ds
     adapter = Adapter.from_pretrained(path)
     ds = load_downstream(adapter.spec.checkpoint)
     ds.check_compatible(adapter.spec, "adapter")

@@ -500,7 +500,9 @@ def test_metaicl_classification_reports_macro_f1_over_the_ranked_options(llama):
     from hypertuning.eval.scoring import score_task
 
     fixtures = Path(__file__).parent / "fixtures" / "metaicl"
-    rte = get_collection("metaicl", path=str(fixtures), setting="hr_to_lr", fewshot_seed=13).load("superglue-rte")
+    rte = get_collection("metaicl", path=str(fixtures), setting="hr_to_lr", fewshot_seed=13).load(
+        "superglue-rte"
+    )
     assert task_metrics(rte) == ("macro_f1", "accuracy")
     examples = list(rte.examples)
     contexts = llama.encode_inputs([e.input for e in examples])

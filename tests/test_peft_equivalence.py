@@ -101,3 +101,77 @@ def test_t5_prefix_uses_own_format_and_says_why(t5, examples, tmp_path):
     adapter.save_pretrained(tmp_path)
     assert not (tmp_path / "adapter_config.json").exists()
     assert (tmp_path / "hypertuning_phi.safetensors").exists()
+
+
+# -- plain PEFT adapters made elsewhere (no hypertuning.json) ------------------------------------------------
+def _plain_peft(model_dir, config, out, seed=0):
+    """A PEFT adapter as a user's own peft training would save it: random non-zero weights."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn_like(p) * 0.3)
+    model.save_pretrained(out)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["lora", "rslora", "prefix"])
+@pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning")  # peft's own prefix call
+def test_plain_peft_adapter_is_scored_with_peft_logits(kind, tiny_dirs, llama, tmp_path, capsys):
+    from peft import LoraConfig, PrefixTuningConfig
+
+    from hypertuning import Adapter
+    from hypertuning.cli import main
+
+    config = {
+        "lora": LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+        "rslora": LoraConfig(r=4, lora_alpha=8, target_modules=["k_proj"], use_rslora=True),
+        "prefix": PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3),
+    }[kind]
+    peft_model = _plain_peft(tiny_dirs["llama"], config, tmp_path / "ad")
+    assert not (tmp_path / "ad" / "hypertuning.json").exists()
+    adapter = Adapter.from_pretrained(tmp_path / "ad", downstream=llama)
+    assert adapter.meta["source"] == "peft"
+    for text in INPUTS:
+        ids = torch.tensor([llama.tokenizer(text, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            ref = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0]
+        assert (_ours(llama, adapter, text) - ref).abs().max().item() <= 1e-4
+        assert (_ours(llama, None, text) - ref).abs().max().item() > 1e-3
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text(json.dumps({"input": INPUTS[0], "choices": ["a", "b"]}) + "\n")
+    assert main(["score", "--adapter", str(tmp_path / "ad"), "--inputs", str(inputs)]) == 0
+    want = llama.loglikelihood([INPUTS[0]] * 2, ["a", "b"], adapter=adapter).tolist()
+    assert json.loads(capsys.readouterr().out)["choice_logprobs"] == pytest.approx(want, abs=1e-5)
+
+
+def test_plain_peft_adapter_that_does_not_fit_says_why(tiny_dirs, llama, tmp_path):
+    from peft import IA3Config, LoraConfig
+    from safetensors.torch import load_file, save_file
+
+    from hypertuning import Adapter, CheckpointError
+
+    _plain_peft(tiny_dirs["llama"], LoraConfig(r=2, target_modules=["gate_proj"]), tmp_path / "mlp")
+    with pytest.raises(CheckpointError, match=r"adapter_config.json: does not fit .*gate_proj"):
+        Adapter.from_pretrained(tmp_path / "mlp", downstream=llama)
+    _plain_peft(tiny_dirs["llama"], LoraConfig(r=2, target_modules=["q_proj"], use_dora=True), tmp_path / "d")
+    with pytest.raises(CheckpointError, match="LoRA options we do not apply: {'use_dora': True}"):
+        Adapter.from_pretrained(tmp_path / "d", downstream=llama)
+    _plain_peft(
+        tiny_dirs["llama"], IA3Config(target_modules=["k_proj"], feedforward_modules=[]), tmp_path / "ia3"
+    )
+    with pytest.raises(CheckpointError, match="peft_type 'IA3' is not supported"):
+        Adapter.from_pretrained(tmp_path / "ia3", downstream=llama)
+    # weights of another model's size (here: one layer's A cut to the wrong width)
+    _plain_peft(tiny_dirs["llama"], LoraConfig(r=2, target_modules=["q_proj"]), tmp_path / "w")
+    f = tmp_path / "w" / "adapter_model.safetensors"
+    state = load_file(f)
+    key = next(k for k in state if "lora_A" in k)
+    state[key] = state[key][:, :-1].contiguous()
+    save_file(state, f)
+    with pytest.raises(CheckpointError, match=r"adapter_model.safetensors: does not fit"):
+        Adapter.from_pretrained(tmp_path / "w", downstream=llama)

@@ -159,9 +159,11 @@ class Peft(Method):
 
     def __init__(self, models, path=None, label=None):
         super().__init__(models, path, label)
-        from ..adapter import Adapter
+        from ..adapter import Adapter, plain_peft_base
 
-        self.adapter = Adapter.from_pretrained(_needs_path(self))
+        base = plain_peft_base(_needs_path(self))  # a plain PEFT adapter: checked against its base model
+        ds = self.models.load(base) if base is not None else None
+        self.adapter = Adapter.from_pretrained(self.path, downstream=ds)
 
     def info(self):
         return {
