@@ -112,7 +112,7 @@ def _plain_peft(model_dir, config, out, seed=0):
     torch.manual_seed(seed)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), config)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.copy_(torch.randn_like(p) * 0.3)
     model.save_pretrained(out)
