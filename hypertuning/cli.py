@@ -332,13 +332,12 @@ def _client(args):
 
 
 def _adapters(args) -> None:
-    from .data import read_jsonl
+    from .data import Record, read_examples, read_jsonl
 
     c = _client(args)
     cmd = args.adapters_command
     if cmd == "create":
-        examples = read_jsonl(args.examples, required=("input", "output"))
-        examples = [{"input": e["input"], "output": e["output"]} for e in examples]
+        examples = [{"input": e.input, "output": e.target} for e in read_examples(args.examples)]
         print(json.dumps(c.create_adapter(examples, args.instruction, args.name)))
     elif cmd == "list":
         rows = c.list_adapters(limit=10000)
@@ -360,13 +359,21 @@ def _adapters(args) -> None:
         c.delete_adapter(args.id)
         print(f"Deleted {args.id}")
     else:  # score / generate: one JSON line in, one out, sent in requests of 32 rows
-        keys = ("adapter", "input", "examples", "instruction") + (
-            ("choices", "output") if cmd == "score" else ()
-        )
-        rows = [{k: r[k] for k in keys if k in r} for r in read_jsonl(args.inputs, required=("input",))]
-        for r in rows:
-            if "examples" not in r:
-                r.setdefault("adapter", args.adapter)
+        rows = []
+        for n, raw in read_jsonl(args.inputs, with_lines=True):  # checked here: FILE:LINE, not a 422
+            rec = Record.parse(raw, f"{args.inputs}:{n}")
+            row = {k: raw[k] for k in ("adapter", "examples", "instruction") if k in raw}
+            row["input"] = rec.input
+            if "examples" not in row:
+                row.setdefault("adapter", args.adapter)
+            if cmd == "generate":
+                rows.append(row)
+            elif rec.choices:
+                rows.append({**row, "choices": list(rec.choices)})
+            elif rec.outputs:
+                rows += [{**row, "output": o} for o in rec.outputs]  # one row per reference
+            else:
+                raise HypertuningError(f"{args.inputs}:{n}: needs 'output' or 'choices' to score")
         stop = [codecs.decode(s, "unicode_escape") for s in args.stop] if cmd == "generate" else None
         for s in range(0, len(rows), 32):
             chunk = rows[s : s + 32]

@@ -495,6 +495,10 @@ def test_client_and_cli_against_a_live_server(tmp_path, llama, hypermodels, caps
         assert main(["adapters", "score", "--inputs", str(inputs), "--adapter", created["id"], *common]) == 0
         scored = json.loads(capsys.readouterr().out)
         assert len(scored["logprobs"]) == 2
+        bad = tmp_path / "bad.jsonl"  # the shared record checks, before any request
+        bad.write_text(json.dumps({"input": "x", "choices": "yes"}) + "\n")
+        assert main(["adapters", "score", "--inputs", str(bad), "--adapter", created["id"], *common]) == 2
+        assert f"{bad}:1: 'choices' must be a list of strings" in capsys.readouterr().err
         assert main(["adapters", "download", created["id"], "--out", str(tmp_path / "peft"), *common]) == 0
         assert (tmp_path / "peft" / "adapter_config.json").is_file()
         assert main(["adapters", "delete", created["id"], *common]) == 0
@@ -506,3 +510,15 @@ def test_client_and_cli_against_a_live_server(tmp_path, llama, hypermodels, caps
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_unreadable_json_bodies_get_a_specific_400(serve):
+    client, _ = serve()
+    json_type = {"content-type": "application/json"}
+    r = client.post("/v1/score", content=b'{"requests": [{"input": "\xff"}]}', headers=json_type)
+    assert r.status_code == 400 and "not UTF-8 text (byte 25" in r.json()["detail"], r.text
+    deep = b"[" * 100_000 + b"]" * 100_000
+    r = client.post("/v1/score", content=deep, headers=json_type)
+    assert r.status_code == 400 and "nested too deeply" in r.json()["detail"], r.text
+    r = client.post("/v1/score", content=b'{"requests": [}', headers=json_type)
+    assert r.status_code == 422  # a plain syntax error: FastAPI's own message, with its position

@@ -99,6 +99,9 @@ class _BodyLimit:
             more = message.get("more_body", False)
             if len(body) > self.limit:
                 return await self._reject(send, len(body))
+        problem = _unreadable_json(body) if _is_json(scope) else None
+        if problem:  # FastAPI would say only "There was an error parsing the body"
+            return await self._send(send, 400, problem)
         sent = False
 
         async def replay():
@@ -114,10 +117,36 @@ class _BodyLimit:
         detail = (
             f"Request body of {size} bytes is over this server's limit of {self.limit} (--max-request-bytes)"
         )
+        await self._send(send, 413, detail)
+
+    @staticmethod
+    async def _send(send, status: int, detail: str):
         payload = json.dumps({"detail": detail}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+def _is_json(scope) -> bool:
+    return dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip() == b"application/json"
+
+
+def _unreadable_json(body: bytes) -> str | None:
+    """Why a JSON body cannot be read at all (not UTF-8, nested past Python's recursion limit), or None;
+    ordinary syntax errors are left to FastAPI, which names their position."""
+    if not body:
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"Request body is not UTF-8 text (byte {e.start}: {body[e.start : e.start + 1]!r})"
+    try:
+        json.loads(text)
+    except RecursionError:
+        return "Request body is JSON nested too deeply to read"
+    except ValueError:
+        return None
+    return None
 
 
 def _invalid(message: str):
