@@ -507,6 +507,13 @@ def test_client_and_cli_against_a_live_server(tmp_path, llama, hypermodels, caps
         assert "404" in capsys.readouterr().err
         assert main(["adapters", "list", "--url", url]) == 2  # no token
         assert "401" in capsys.readouterr().err
+        import socket  # a chunked body with broken framing: 400 from the HTTP layer, the server goes on
+
+        head = b"POST /v1/score HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(head + b"3\r\nabcdef\r\n0\r\n\r\n")
+            assert s.recv(64).startswith(b"HTTP/1.1 400")
+        assert main(["adapters", "list", *common]) == 0
     finally:
         server.should_exit = True
         thread.join(timeout=10)
