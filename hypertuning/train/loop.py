@@ -159,6 +159,7 @@ class Trainer:
             root.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=True)
+        acc.wait_for_everyone()  # every rank writes its own RNG state into tmp before it is renamed
         if acc.is_main_process:
             write_json(tmp / STATE_FILE, self.trainer_state())  # last: marks the checkpoint complete
             shutil.rmtree(final, ignore_errors=True)
