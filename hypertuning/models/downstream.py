@@ -148,12 +148,12 @@ class Downstream:
 
     def bind(self, adapters) -> ActivePhi | None:
         """None, an ActivePhi, one Adapter, or a list with one Adapter (or None: the base model) per row
-        -> ActivePhi (None when no row has an adapter)."""
-        from ..adapter import Adapter
-
+        -> ActivePhi (None when no row has an adapter). Adapters are used through their own methods
+        (`stack`, `bind`, `zeros_like`), so this layer never imports `hypertuning.adapter`, which sits
+        above it."""
         if adapters is None or isinstance(adapters, ActivePhi):
             return adapters
-        if isinstance(adapters, Adapter):
+        if not isinstance(adapters, (list, tuple)):
             adapters = [adapters]
         template = next((a for a in adapters if a is not None), None)
         if template is None:
@@ -168,10 +168,11 @@ class Downstream:
                     f"{self.model.config._attn_implementation!r}. Reload it with attn_implementation='sdpa'."
                 )
         rows = [a is not None for a in adapters]
+        stack = type(template).stack
         if all(rows):
-            return Adapter.stack(adapters).bind()
+            return stack(adapters).bind()
         blank = template.zeros_like()
-        active = Adapter.stack([a if a is not None else blank for a in adapters]).bind()
+        active = stack([a if a is not None else blank for a in adapters]).bind()
         active.rows = torch.tensor(rows, device=next(iter(template.phi.values())).device)
         return active
 
