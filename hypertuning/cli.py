@@ -79,6 +79,7 @@ def _save_dir(args, save) -> Path:
 def _adapt(args) -> None:
     from . import HyperModel
     from .data import read_examples
+    from .data.format import dropped_examples
 
     _out_dir(args)  # before loading anything
     examples = read_examples(args.examples)
@@ -88,7 +89,7 @@ def _adapt(args) -> None:
     adapter = hm.generate(examples, instruction=args.instruction, stats=stats)
     took = time.perf_counter() - start
     _save_dir(args, adapter.save_pretrained)
-    used = len(examples) - sum(v for k, v in stats.items() if k.endswith("_dropped"))
+    used = len(examples) - dropped_examples(stats)
     print(
         f"Generated a {adapter.target} adapter from {used} of {len(examples)} examples in "
         f"{took * 1000:.0f} ms ({adapter.nbytes / 1024:.1f} KiB); saved to {args.out}"

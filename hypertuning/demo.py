@@ -92,6 +92,7 @@ def _say(msg: str) -> None:
 def run_demo(args) -> None:
     from .data.collections import get_collection
     from .data.episodes import heldout_shots
+    from .data.format import dropped_examples
     from .eval import EvalSettings, Models, build_methods, evaluate, format_table
     from .hyper import HyperModel
     from .train import train
@@ -151,7 +152,7 @@ def run_demo(args) -> None:
         t0 = time.perf_counter()
         adapter = hm.generate(pairs, tasks[0].instruction, stats=stats)
         times.append(time.perf_counter() - t0)
-    used = len(pairs) - sum(v for k, v in stats.items() if k.endswith("_dropped"))
+    used = len(pairs) - dropped_examples(stats)
     where = out / "adapters" / tasks[0].name.replace("/", "__")
     adapter.save_pretrained(where)
     _say(

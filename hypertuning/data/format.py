@@ -123,6 +123,11 @@ def pack_pieces(
     return ids + tail
 
 
+def dropped_examples(stats: Counter) -> int:
+    """How many examples `pack_pieces` dropped, over every key it counted them under."""
+    return sum(v for k, v in stats.items() if k.endswith("_dropped"))
+
+
 def _note(stats: Counter | None, key: str, message: str, n: int = 1) -> None:
     if stats is None:
         log.warning(message)
