@@ -36,7 +36,7 @@ def task_score(objective: Objective, module: nn.Module, batches: list[dict], dev
     """peft_task: the held-out task's own metric (accuracy, exact match, ROUGE-L...) on its evaluation
     examples under the PEFT parameters being trained, through the same scorer as `hypertune eval`; logged
     against training steps, it gives the paper's Figure 5."""
-    from ..eval.scoring import score_task
+    from ...eval.scoring import score_task
 
     if not isinstance(objective, PeftTask):
         raise HypertuningError(
