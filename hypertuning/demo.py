@@ -110,7 +110,9 @@ def run_demo(args) -> None:
     t0 = time.perf_counter()
     models = Models(args.downstream, device=device, limits=limits)
     ds = models.base
-    _say(f"[1/4] downstream {ds.name}: {ds.family.name} family, loaded in {time.perf_counter() - t0:.1f} s")
+    _say(
+        f"[1/4] downstream {ds.name}: {ds.spec.model_type} ({ds.family.name} family), loaded in {time.perf_counter() - t0:.1f} s"
+    )
     t0 = time.perf_counter()
     collection = get_collection(args.collection)
     train_names, heldout = collection.split()

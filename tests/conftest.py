@@ -122,3 +122,24 @@ def write_bb_sdist(path: Path, tasks: dict[str, dict], lite: list[str]) -> Path:
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return path
+
+
+# -- the architecture matrix's outcomes, for README's table (benchmarks/architectures.py) -------------------
+_ARCH_OUTCOMES: dict[str, dict[str, str]] = {}
+
+
+def pytest_runtest_logreport(report):
+    if not os.environ.get("HYPERTUNING_ARCH_TABLE") or "test_architectures.py::" not in report.nodeid:
+        return
+    if report.when == "call" or report.outcome != "passed":  # a failed or skipped setup counts too
+        name, _, params = report.nodeid.split("::")[1].partition("[")
+        cell = _ARCH_OUTCOMES.setdefault(name, {})
+        key = params.rstrip("]") or "-"
+        if cell.get(key) != "failed":
+            cell[key] = report.outcome
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = os.environ.get("HYPERTUNING_ARCH_TABLE")
+    if path and _ARCH_OUTCOMES:
+        Path(path).write_text(json.dumps(_ARCH_OUTCOMES, indent=1, sort_keys=True) + "\n")

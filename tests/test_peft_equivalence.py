@@ -175,3 +175,24 @@ def test_plain_peft_adapter_that_does_not_fit_says_why(tiny_dirs, llama, tmp_pat
     save_file(state, f)
     with pytest.raises(CheckpointError, match=r"adapter_model.safetensors: does not fit"):
         Adapter.from_pretrained(tmp_path / "w", downstream=llama)
+
+
+def test_adapter_saved_before_the_generic_family_still_loads(llama, examples, tmp_path):
+    """Adapters and hypermodels saved when the decoder family was "llama" (and specs recorded no module
+    paths, rotary class or default LoRA modules) load and export exactly as before."""
+    from hypertuning import Adapter
+
+    adapter = _perturb(HyperModel.create(llama, target="prefix", layers=1, prefix_len=4).generate(examples))
+    adapter.save_pretrained(tmp_path / "new")
+    meta = json.loads((tmp_path / "new" / "hypertuning.json").read_text())
+    meta["downstream"]["family"] = "llama"
+    for field in ("path", "default_lora", "fan_in_fan_out", "rotary", "positions"):
+        del meta["downstream"]["kinds"]["self"][field]
+    (tmp_path / "new" / "hypertuning.json").write_text(json.dumps(meta))
+    old = Adapter.from_pretrained(tmp_path / "new")
+    torch.testing.assert_close(old.phi["self"], adapter.phi["self"], atol=1e-6, rtol=0)
+    assert old.spec.kinds["self"].path == "model.layers.{}.self_attn"
+    assert old.target_obj.spec.kinds["self"].rotary.endswith("LlamaRotaryEmbedding")
+    from hypertuning.peft import TARGETS
+
+    assert TARGETS.get("lora")(old.spec).modules == ["q_proj", "v_proj"]

@@ -18,7 +18,9 @@ from .test_peft_equivalence import PEFT_CHILD
 @pytest.mark.real_weights
 def test_smollm2_alias_adapters_match_peft(tmp_path):
     ds = load_downstream("smollm2-135m-instruct")
-    assert ds.family.name == "llama" and ds.spec.kinds["self"].kv_heads == 3  # GQA: 9 query heads, 3 kv heads
+    assert (
+        ds.family.name == "decoder" and ds.spec.kinds["self"].kv_heads == 3
+    )  # GQA: 9 query heads, 3 kv heads
     examples = [{"input": "I loved it", "output": "positive"}, {"input": "Awful.", "output": "negative"}]
     text = "What a great day"
     for target in ("lora", "prefix"):

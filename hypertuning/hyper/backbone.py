@@ -24,6 +24,17 @@ def _visible(mask: torch.Tensor, impl: str, dtype) -> torch.Tensor:
     return mask
 
 
+def backbone_attention(config, kind: str) -> str:
+    """The attention implementation a backbone is built with: eager for T5 (its position bias lives
+    there) and for architectures transformers gives no sdpa path (Gemma 2), sdpa otherwise."""
+    if kind != "decoder-only":
+        return "eager"
+    try:
+        return "sdpa" if AutoModel._model_mapping[type(config)]._supports_sdpa else "eager"
+    except (KeyError, AttributeError):
+        return "sdpa"
+
+
 def build_backbone_model(downstream, layers: int | None, kind: str, vocab_size: int) -> nn.Module:
     """A fresh backbone with the first `layers` blocks of the downstream model and its weights."""
     cfg = copy.deepcopy(downstream.model.config)
@@ -33,12 +44,11 @@ def build_backbone_model(downstream, layers: int | None, kind: str, vocab_size: 
             for attr in ("layer_types",):
                 if getattr(cfg, attr, None):
                     setattr(cfg, attr, getattr(cfg, attr)[: cfg.num_hidden_layers])
-        impl = "sdpa"
     else:
         if layers:
             cfg.num_layers = min(layers, cfg.num_layers)
             cfg.num_decoder_layers = min(layers, cfg.num_decoder_layers)
-        impl = "eager"
+    impl = backbone_attention(cfg, kind)
     cfg.use_cache = False
     model = AutoModel.from_config(cfg, attn_implementation=impl)
     source = (

@@ -194,6 +194,13 @@ class KVReadout(DownstreamReadout):
                 "The kv readout reads keys and values through the 'sdpa' or 'eager' attention "
                 f"implementation; this model uses {downstream.model.config._attn_implementation!r}"
             )
+        positions = self.spec.kinds["self"].positions
+        if positions not in ("rotary", "none"):
+            raise HypertuningError(
+                f"The kv readout computes its slots at positions -P..-1 before the real tokens, which only "
+                f"relative (rotary) positions allow; this {self.spec.model_type} model has {positions} "
+                "positions. Use the heads readout (--readout heads) or the outer LoRA readout."
+            )
         p = int(self.opts["slots"])
         # The slots start as randomly chosen rows of the token embedding matrix (Lester et al., 2021).
         emb = downstream.model.get_input_embeddings().weight.detach()

@@ -20,7 +20,7 @@ from ..data.format import SPECIAL_TOKENS, encode_examples, normalise_examples, p
 from ..errors import CheckpointError, HypertuningError
 from ..models.base import FAMILIES, DownstreamSpec
 from ..peft import TARGETS, Phi
-from .backbone import BACKBONES, build_backbone_model
+from .backbone import BACKBONES, backbone_attention, build_backbone_model
 
 CONFIG_FILE, WEIGHTS_FILE = "hypermodel_config.json", "model.safetensors"
 TOKENIZER_DIR, BACKBONE_CONFIG = "tokenizer", "backbone_config.json"
@@ -243,7 +243,7 @@ class HyperModel(nn.Module):
             return READOUTS.get(config.readout).load(d, config, downstream, device)
         bcfg = read_json(d / BACKBONE_CONFIG, "backbone config")
         backbone_config = AutoConfig.for_model(bcfg.pop("model_type"), **bcfg)
-        impl = "eager" if config.backbone == "encoder-decoder" else "sdpa"
+        impl = backbone_attention(backbone_config, config.backbone)
         model = AutoModel.from_config(backbone_config, attn_implementation=impl)
         if not (d / TOKENIZER_DIR).is_dir():  # else transformers tries the hub with a local path
             raise CheckpointError(f"{d / TOKENIZER_DIR}: the hypermodel's tokenizer is missing")

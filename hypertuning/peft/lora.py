@@ -97,16 +97,14 @@ class LoraTarget(Target):
         gate_init: float = 0.01,
         **options,
     ):
-        from ..models import FAMILIES
-
-        family = FAMILIES.get(spec.family)
-        modules = list(modules or family.default_lora_modules)
+        first = next(iter(spec.kinds.values()))
+        modules = list(modules or first.default_lora)
         for kind, ks in spec.kinds.items():
             missing = [m for m in modules if m not in ks.linears]
             if missing:
                 raise HypertuningError(
                     f"LoRA modules {missing} are not linear layers of the {kind} attention of this "
-                    f"{spec.family} model; available: {sorted(ks.linears)}"
+                    f"{spec.model_type} model; available: {sorted(ks.linears)}"
                 )
         if rank < 1:
             raise HypertuningError(f"LoRA rank must be >= 1, got {rank}")
@@ -159,7 +157,7 @@ class LoraTarget(Target):
         state = {}
         for key, (kind, m, layers, _, _) in self.layout().items():
             for layer in range(layers):
-                path = f"base_model.model.{family.module_path(Slot(kind, layer))}.{m}"
+                path = f"base_model.model.{family.module_path(self.spec, Slot(kind, layer))}.{m}"
                 state[f"{path}.lora_A.weight"] = phi[f"{key}.lora_A"][0, layer].contiguous()
                 state[f"{path}.lora_B.weight"] = phi[f"{key}.lora_B"][0, layer].contiguous()
         config = {
@@ -170,7 +168,10 @@ class LoraTarget(Target):
             "target_modules": sorted(self.modules),
             "lora_dropout": 0.0,
             "bias": "none",
-            "fan_in_fan_out": False,
+            # transformers' Conv1D (GPT-2) stores its weight as [in, out]; peft's lora_A/B keep Linear's shapes
+            "fan_in_fan_out": any(
+                m in ks.fan_in_fan_out for ks in self.spec.kinds.values() for m in self.modules
+            ),
             "use_rslora": False,
             "inference_mode": True,
         }
@@ -183,7 +184,7 @@ class LoraTarget(Target):
         for key, (kind, m, layers, _, _) in self.layout().items():
             a, b = [], []
             for layer in range(layers):
-                path = f"base_model.model.{family.module_path(Slot(kind, layer))}.{m}"
+                path = f"base_model.model.{family.module_path(self.spec, Slot(kind, layer))}.{m}"
                 try:
                     a.append(state[f"{path}.lora_A.weight"])
                     b.append(state[f"{path}.lora_B.weight"])

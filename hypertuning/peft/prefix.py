@@ -20,36 +20,24 @@ INIT_TEXT = "The following examples show what the task is and how it should be a
 
 
 def real_kv_means(downstream, kinds: dict) -> dict[str, torch.Tensor]:
-    """Mean key and value activations per layer of the downstream model on a neutral sentence: [L, 2, Hkv, D]."""
-    fam = downstream.family
-    k_name, v_name = fam.kv_linears
-    got: dict = {}
-    handles = []
-    for slot, module in fam.attention_modules():
-        for j, name in enumerate((k_name, v_name)):
+    """Mean key and value per layer of the downstream model on a neutral sentence, as attention sees them
+    (after rotary and any QK-norm; recorded by the attention wrapper, so no architecture is special-cased):
+    [L, 2, Hkv, D] per kind."""
+    from ..models.attention import PHI_KWARG
+    from ..models.base import Slot
 
-            def hook(mod, args, out, slot=slot, j=j):
-                got[(slot.kind, slot.layer, j)] = out.detach().float().reshape(-1, out.shape[-1]).mean(0)
-
-            handles.append(getattr(module, name).register_forward_hook(hook))
+    active = ActivePhi(capture={}, capture_last=1 << 30)  # every position
     ids = downstream.tokenizer(INIT_TEXT, return_tensors="pt")["input_ids"].to(downstream.device)
-    try:
-        with torch.no_grad():
-            if fam.name == "t5":
-                downstream.model(input_ids=ids, decoder_input_ids=ids)
-            else:
-                downstream.model(input_ids=ids)
-    finally:
-        for h in handles:
-            h.remove()
+    extra = {"decoder_input_ids": ids} if downstream.spec.family == "t5" else {}
+    with torch.no_grad():
+        downstream.model(input_ids=ids, **extra, **{PHI_KWARG: active})
     out = {}
     for kind, ks in kinds.items():
-        out[kind] = torch.stack(
-            [
-                torch.stack([got[(kind, i, j)].reshape(ks.kv_heads, ks.head_dim) for j in (0, 1)])
-                for i in range(ks.num_layers)
-            ]
-        )
+        layers = []
+        for i in range(ks.num_layers):
+            k, v = active.capture[Slot(kind, i)]  # [1, Hkv, T, D]
+            layers.append(torch.stack([k.float().mean((0, 2)), v.float().mean((0, 2))]))
+        out[kind] = torch.stack(layers)
     return out
 
 
@@ -217,7 +205,7 @@ class PrefixTarget(Target):
         ks = self.spec.kinds["self"]
         prefix = phi["self"][0]  # [L, 2, Hkv, P, D]
         p = prefix.shape[-2]
-        keys = family.prefix_keys_to_peft(self.spec.model_config(), prefix[:, 0], p)
+        keys = family.prefix_keys_to_peft(self.spec, prefix[:, 0], p)
         prefix = torch.stack([keys, prefix[:, 1]], dim=1)
         emb = prefix.permute(3, 0, 1, 2, 4).reshape(p, -1).contiguous()  # [P, L*2*Hkv*D]
         token_dim = ks.kv_heads * ks.head_dim
@@ -240,7 +228,7 @@ class PrefixTarget(Target):
         p = config["num_virtual_tokens"]
         emb = state["prompt_embeddings"].reshape(p, ks.num_layers, 2, ks.kv_heads, ks.head_dim)
         prefix = emb.permute(1, 2, 3, 0, 4)  # [L, 2, Hkv, P, D]
-        keys = family.prefix_keys_from_peft(self.spec.model_config(), prefix[:, 0], p)
+        keys = family.prefix_keys_from_peft(self.spec, prefix[:, 0], p)
         return {"self": torch.stack([keys, prefix[:, 1]], dim=1)[None]}
 
 
