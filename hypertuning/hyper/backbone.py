@@ -2,7 +2,7 @@
 
 - encoder-decoder (T5): the encoder reads the examples; the decoder reads learned query embeddings with
   its causal mask removed (a 4D all-visible mask), cross-attending to the examples.
-- decoder-only (Llama family): the examples, then the learned queries; the examples keep their causal
+- decoder-only (any causal LM): the examples, then the learned queries; the examples keep their causal
   mask, the queries see every example token and each other.
 """
 
@@ -40,10 +40,15 @@ def build_backbone_model(downstream, layers: int | None, kind: str, vocab_size: 
     cfg = copy.deepcopy(downstream.model.config)
     if kind == "decoder-only":
         if layers:
-            cfg.num_hidden_layers = min(layers, cfg.num_hidden_layers)
-            for attr in ("layer_types",):
-                if getattr(cfg, attr, None):
-                    setattr(cfg, attr, getattr(cfg, attr)[: cfg.num_hidden_layers])
+            # `num_hidden_layers` is every config's name for it (GPT-2's `n_layer` maps to it through
+            # `attribute_map`); per-layer lists (`layer_types`, or any list with one entry per layer) are cut
+            # to match, without naming one architecture's attributes
+            total = cfg.num_hidden_layers
+            cfg.num_hidden_layers = min(layers, total)
+            for attr, value in cfg.to_dict().items():
+                per_layer = isinstance(value, list) and len(value) == total and "token" not in attr
+                if per_layer and hasattr(cfg, attr):
+                    setattr(cfg, attr, value[: cfg.num_hidden_layers])
     else:
         if layers:
             cfg.num_layers = min(layers, cfg.num_layers)
