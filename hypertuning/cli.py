@@ -213,11 +213,15 @@ def _generate(args) -> None:
 
 
 def _train(args) -> None:
+    import os
+
     from .train import load_config, train
 
     cfg = load_config(args.config, args.overrides)
-    for final in train(cfg, resume=args.resume):
-        print(f"Saved {final}")
+    finals = train(cfg, resume=args.resume)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the run, not one per rank
+        for final in finals:
+            print(f"Saved {final}")
 
 
 def _eval(args) -> None:

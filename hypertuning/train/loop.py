@@ -104,6 +104,7 @@ class Trainer:
             AcceleratorState._reset_state()
             GradientState._reset_state()
         self.accelerator = accelerator or Accelerator(
+            cpu=_cpu_ranks(),
             gradient_accumulation_steps=t.grad_accum,
             mixed_precision=t.mixed_precision,
             log_with=cfg.log.trackers or None,
@@ -124,6 +125,15 @@ class Trainer:
         # once per process), and saved as JSON with the trainer state.
         self.scheduler = linear_schedule(self.optimizer, t.warmup_steps, t.steps)
         self.module, self.optimizer = acc.prepare(obj.module, self.optimizer)
+        if acc.process_index > 0:
+            # every rank built the same initial parameters from `seed` (and DDP broadcasts rank 0's); from
+            # here each rank draws its own dropout masks, from seed + rank. accelerate saves and restores
+            # each rank's RNG states with the checkpoint. Rank 0 keeps the single-process stream.
+            set_seed(cfg.seed, device_specific=True)
+        if acc.num_processes > 1:
+            log.info("training on %d processes (%s)", acc.num_processes, acc.distributed_type.value)
+        else:
+            _warn_if_single_of_many()
         self.step, self.elapsed, self.tokens = 0, 0.0, 0
         self.window = [0.0, 0]  # loss sum and steps since the last log line (saved: resumed logs match too)
         self.signature = _trainable_signature(obj.module)
@@ -191,7 +201,10 @@ class Trainer:
         if procs != self.accelerator.num_processes:
             raise CheckpointError(
                 f"{path} was written by {procs} process(es), this run has {self.accelerator.num_processes}: "
-                "the global batch and the data order would change. Resume with the same number of processes."
+                "the global batch, the data order and the per-rank RNG streams would change. Resume it with "
+                f"`torchrun --nproc_per_node {procs} -m hypertuning.cli train CONFIG --resume` (1: without "
+                "torchrun). Checkpoints are not converted between process counts; to go on with another, start "
+                "a new run_dir from the weights in this checkpoint's model.safetensors."
             )
         changed = config_changes(saved_cfg, self.cfg.to_dict())
         if changed:
@@ -239,7 +252,7 @@ class Trainer:
             self._trim_metrics()
         if cfg.log.trackers:
             acc.init_trackers(cfg.log.project, config=_scalars(cfg.to_dict()))
-        validation = self.objective.validation()
+        validation = self.objective.validation(acc.num_processes)
         evaluate = EVALUATORS.get(cfg.eval.metric)
         bar = tqdm(
             total=t.steps,
@@ -259,7 +272,7 @@ class Trainer:
         probe = acc.is_main_process and not sharded  # only the main process logs them
 
         def evaluation() -> None:
-            rec = evaluate(self.objective, self.module, validation, acc.device)
+            rec = evaluate(self.objective, self.module, validation, acc.device, acc)
             extra = self.objective.diagnostics(acc.device) if probe else {}
             self._log({"step": self.step, **rec, **extra})
 
@@ -270,6 +283,7 @@ class Trainer:
         while self.step < t.steps:
             t0 = time.perf_counter()
             step_loss, step_tok = 0.0, 0
+            lr_used = self.optimizer.param_groups[0]["lr"]  # what this step's updates use
             for micro in range(t.grad_accum):
                 base = (
                     self.next_index() + micro * acc.num_processes * t.batch_size
@@ -283,7 +297,15 @@ class Trainer:
                     loss_sum, n = self.module(**batch)
                     if self.objective.downstream.family.name == "t5":
                         step_tok += int(n)  # T5's decoder tokens are not in attention_mask
-                    loss = loss_sum / n.clamp(min=1)
+                    # A token mean over the global batch: the label-token count is summed over the ranks,
+                    # and DDP's gradient average is undone by the factor num_processes, so N processes x
+                    # batch B give the gradient (and the logged loss) of 1 process x batch N*B even when the
+                    # ranks' token counts differ. One process: loss_sum / n, as before.
+                    if acc.num_processes > 1:
+                        n_all = acc.reduce(n.detach().clone().to(acc.device), "sum")
+                        loss = loss_sum * acc.num_processes / n_all.clamp(min=1)
+                    else:
+                        loss = loss_sum / n.clamp(min=1)
                     acc.backward(loss)
                     grad_norm = None
                     if acc.sync_gradients and t.max_grad_norm:
@@ -308,7 +330,7 @@ class Trainer:
                 rec = {
                     "step": self.step,
                     "loss": self.window[0] / self.window[1],
-                    "lr": self.scheduler.get_last_lr()[0],
+                    "lr": lr_used,
                     "grad_norm": None if grad_norm is None else float(grad_norm),
                     "tokens": self.tokens,
                     "tokens_per_s": window_tok / max(dt, 1e-9),
@@ -346,6 +368,8 @@ class Trainer:
             "last_loss": losses[-1] if losses else None,
             "eval": evals[-1] if evals else None,
             "final": str(self.run_dir / FINAL),
+            "processes": self.accelerator.num_processes,
+            "distributed_type": self.accelerator.distributed_type.value,
         }
 
     # -- metrics -------------------------------------------------------------------------------------
@@ -367,6 +391,37 @@ class Trainer:
         when there was no checkpoint to resume (the run starts again at step 0 and logs step 0 again)."""
         recs = [r for r in self.read_metrics() if r.get("step", 0) <= self.step] if self.step else []
         write_json_lines(self.run_dir / METRICS, recs)
+
+
+def _cpu_ranks() -> bool:
+    """Several ranks (torchrun) on a machine without an accelerator: accelerate forms the gloo process
+    group (MULTI_CPU) only when told `cpu=True`; otherwise every rank silently trains alone."""
+    import os
+
+    world = os.environ.get("WORLD_SIZE", "1")
+    has_accelerator = (
+        torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    )
+    return world.isdigit() and int(world) > 1 and not has_accelerator
+
+
+def _warn_if_single_of_many() -> None:
+    """`accelerate launch --cpu --num_processes N` (and a MULTI_CPU accelerate config) can start ONE
+    process that knows nothing of the others: say so, instead of training N times slower without notice."""
+    import os
+
+    env = os.environ
+    world = env.get("WORLD_SIZE", "")
+    # accelerate's simple launcher sets MASTER_ADDR only when it was asked for several processes, and
+    # never WORLD_SIZE: that pair is the trap's signature
+    trap = "ACCELERATE_USE_CPU" in env and "MASTER_ADDR" in env and not world
+    if trap or (world.isdigit() and int(world) > 1):
+        log.warning(
+            "the launcher asked for %s processes but this run sees 1 (DistributedType.NO): on CPU, "
+            "`accelerate launch --cpu --num_processes N` starts a single process; use `torchrun "
+            "--nproc_per_node N -m hypertuning.cli train CONFIG` (README, 'Many GPUs')",
+            world or "several",
+        )
 
 
 def write_json_lines(path: Path, records: list[dict]) -> None:

@@ -103,7 +103,10 @@ class Objective:
     def batch(self, indices: list[int]) -> dict:
         raise NotImplementedError
 
-    def validation(self) -> list[dict]:
+    def validation(self, processes: int = 1) -> list[dict]:
+        """The fixed validation batches, of train.batch_size rows: eval.batches *global* batches (that many
+        times `processes` per-process batches), so N processes x batch B validate on the rows 1 process x
+        batch N*B does; the evaluator splits them across the ranks."""
         raise NotImplementedError
 
     def diagnostics(self, device) -> dict:
@@ -192,6 +195,6 @@ class EpisodeObjective(Objective):
     def batch(self, indices):
         return self.collate(self.items(self.sampler, indices))
 
-    def validation(self):
-        b, n = self.cfg.train.batch_size, self.cfg.eval.batches
+    def validation(self, processes: int = 1):
+        b, n = self.cfg.train.batch_size, self.cfg.eval.batches * processes
         return [self.collate(self.items(self.val_sampler, range(i * b, (i + 1) * b))) for i in range(n)]

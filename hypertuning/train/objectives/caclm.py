@@ -64,11 +64,11 @@ class Caclm(Objective):
     def batch(self, indices):
         return self.collate([self.corpus.sample(i) for i in indices])
 
-    def validation(self):
+    def validation(self, processes: int = 1):
         if self.val_corpus is None:
             return []
         b = self.cfg.train.batch_size
-        n = min(self.cfg.eval.batches, max(1, len(self.val_corpus) // b))
+        n = min(self.cfg.eval.batches * processes, max(1, len(self.val_corpus) // b))
         return [
             self.collate([self.val_corpus.sample(i) for i in range(j * b, (j + 1) * b)]) for j in range(n)
         ]

@@ -16,23 +16,36 @@ EVALUATORS: Registry = Registry("evaluator")
 
 
 @EVALUATORS.register("loss")
-def validation_loss(objective: Objective, module: nn.Module, batches: list[dict], device) -> dict:
-    """Token-weighted mean loss over the objective's fixed validation batches."""
+def validation_loss(
+    objective: Objective, module: nn.Module, batches: list[dict], device, accelerator=None
+) -> dict:
+    """Token-weighted mean loss over the objective's fixed validation batches. Under several processes
+    each rank computes every num_processes-th batch and the sums are reduced, so the figure is the one
+    process's, computed once."""
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    mine = batches[rank::world]
     total, tokens = 0.0, 0
     was = module.training
     module.eval()
     try:
         with torch.no_grad():
-            for b in batches:
+            for b in mine:
                 loss, n = module(**{k: v.to(device) for k, v in b.items()})
                 total, tokens = total + float(loss), tokens + int(n)
     finally:
         module.train(was)
-    return {"eval_loss": total / max(tokens, 1), "eval_tokens": tokens}
+    counts = [len(mine)]
+    if world > 1:
+        sums = accelerator.reduce(torch.tensor([total, tokens], dtype=torch.float64, device=device), "sum")
+        total, tokens = float(sums[0]), int(sums[1])
+        counts = accelerator.gather(torch.tensor([len(mine)], device=device)).tolist()
+    return {"eval_loss": total / max(tokens, 1), "eval_tokens": tokens, "eval_batches_per_process": counts}
 
 
 @EVALUATORS.register("score")
-def task_score(objective: Objective, module: nn.Module, batches: list[dict], device) -> dict:
+def task_score(
+    objective: Objective, module: nn.Module, batches: list[dict], device, accelerator=None
+) -> dict:
     """peft_task: the held-out task's own metric (accuracy, exact match, ROUGE-L...) on its evaluation
     examples under the PEFT parameters being trained, through the same scorer as `hypertune eval`; logged
     against training steps, it gives the paper's Figure 5."""

@@ -154,7 +154,7 @@ class PeftTask(PeftObjective):
             [self.train_examples[epoch_item(n, i, self.cfg.seed, "peft_task")] for i in indices]
         )
 
-    def validation(self):
-        b = self.cfg.train.batch_size
+    def validation(self, processes: int = 1):
+        b = self.cfg.train.batch_size  # the task's fixed evaluation examples, whatever the process count
         ex = self.eval_examples
         return [self.encode(ex[i : i + b]) for i in range(0, len(ex), b)]
