@@ -347,6 +347,13 @@ class Trainer:
         bar.close()
         if validation:
             evaluation()
+        if sharded:
+            # FSDP and ZeRO-3 hold each parameter in shards across the ranks: gather the full state dict
+            # (accelerate's call, collective: every rank takes part) into an unsharded module on the main
+            # process, so the final artefact is what an unsharded run saves
+            state = acc.get_state_dict(self.module)
+            if acc.is_main_process:
+                self.objective.adopt_full_state(state)
         if acc.is_main_process:
             atomic_dir(final, lambda tmp: self.objective.save_final(tmp, self.step))
             write_json(self.run_dir / "summary.json", self.summary())

@@ -116,6 +116,17 @@ class Objective:
     def save_final(self, directory: Path, step: int) -> None:
         raise NotImplementedError
 
+    def adopt_full_state(self, state: dict) -> None:
+        """After sharded training (FSDP, ZeRO-3): rebuild the trained module unsharded, from the gathered
+        full state dict, so `save_final` writes what an unsharded run would. The sharded module cannot
+        simply take the full tensors back (FSDP2's load hooks expect its DTensor shards)."""
+        if self.trains_downstream:
+            self.downstream = build_downstream(self.cfg, True)
+        if getattr(self, "hypermodel", None) is not None:
+            self.hypermodel = self.build_hypermodel()
+        self.module = self.build_module()
+        self.module.load_state_dict(state)
+
     def data_state(self, position: int) -> dict:
         return {"position": position, "fingerprint": self.stream_fingerprint}
 
