@@ -121,14 +121,22 @@ def test_hypermodel_runs_log_how_far_phi_moves_with_the_examples(runs, name):
     assert not any("eval_phi_same_task" in r for r in metrics(runs["mtf_peft"]))  # no hypermodel there
 
 
-def test_phi_probes_are_skipped_when_parameters_are_sharded(tmp_path, monkeypatch):
+def test_sharded_runs_probe_and_save_a_gathered_unsharded_copy(tmp_path, monkeypatch):
+    """Under FSDP/ZeRO-3 the phi probes and the final save read the hypermodel outside the wrapped
+    forward: they get an unsharded copy rebuilt from the gathered state (accelerate's get_state_dict, faked
+    here as the full state it returns), and log and save what an unsharded run does."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
-    over = ["train.steps=1", "checkpoint.every=0", "train.max_grad_norm=0"]  # FSDP clips its own way
-    trainer = Trainer(smoke("mtf_hyper", tmp_path, *over))
+    over = [
+        "train.steps=2",
+        "checkpoint.every=0",
+        "train.max_grad_norm=0",
+        "eval.every=1",
+    ]  # FSDP clips its own way
+    Trainer(smoke("mtf_hyper", tmp_path / "plain", *over)).fit()
+    trainer = Trainer(smoke("mtf_hyper", tmp_path / "sharded", *over))
     monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType.FSDP))
-    monkeypatch.setattr(trainer.objective, "diagnostics", lambda device: pytest.fail("ran under FSDP"))
     gathered = []
 
     def get_state_dict(self, model, unwrap=True):  # what accelerate gathers under FSDP: the full state
@@ -137,14 +145,23 @@ def test_phi_probes_are_skipped_when_parameters_are_sharded(tmp_path, monkeypatc
 
     monkeypatch.setattr(Accelerator, "get_state_dict", get_state_dict)
     trainer.fit()
-    assert [r["step"] for r in metrics(tmp_path) if "eval_loss" in r] == [0, 1]
-    # the final hypermodel was saved from a module rebuilt unsharded from the gathered state
-    assert len(gathered) == 1 and trainer.objective.module is not trainer.module
-    saved = load_file(tmp_path / "final" / "model.safetensors")
-    for k, v in trainer.objective.hypermodel.state_dict().items():
-        if k in saved:
-            assert torch.equal(saved[k], v), k
-    assert torch.equal(saved[k], gathered[0]["hypermodel." + k])
+    assert len(gathered) == 4  # three evaluations' probes and the final save
+    assert trainer.objective.module is not trainer.module  # saved from the rebuilt copy
+
+    def probes(run):
+        return [
+            (r["step"], r["eval_phi_same_task"], r["eval_phi_other_task"])
+            for r in metrics(run)
+            if "eval_loss" in r
+        ]
+
+    assert probes(tmp_path / "sharded") == probes(tmp_path / "plain")
+    assert [r.get("loss") for r in metrics(tmp_path / "sharded")] == [
+        r.get("loss") for r in metrics(tmp_path / "plain")
+    ]
+    a = load_file(tmp_path / "plain" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "sharded" / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_logged_phi_spread_is_the_final_hypermodels(runs, tmp_path):
@@ -422,3 +439,37 @@ def test_shipped_configs_parse():
         if path.name != "base.yaml" and path.parent.name != "accelerate":  # launch configs: test_distributed
             cfg = load_config(path)
             assert cfg.objective in OBJECTIVES, path
+
+
+def test_peft_task_score_under_sharding_reads_a_gathered_copy(tmp_path, monkeypatch):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    over = ["sweep={}", "train.steps=2", "eval.every=1", "eval.metric=score", "train.max_grad_norm=0"]
+    Trainer(smoke("peft_task", tmp_path / "plain", *over)).fit()
+    trainer = Trainer(smoke("peft_task", tmp_path / "sharded", *over))
+    monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType.FSDP))
+    calls = []
+
+    def get_state_dict(self, model, unwrap=True):
+        calls.append(1)
+        return {k: v.clone() for k, v in self.unwrap_model(model).state_dict().items()}
+
+    monkeypatch.setattr(Accelerator, "get_state_dict", get_state_dict)
+    trainer.fit()
+    assert len(calls) == 4  # three evaluations and the final save
+
+    def scores(run):
+        return [(r["step"], r["eval_score"]) for r in metrics(run) if "eval_score" in r]
+
+    assert scores(tmp_path / "sharded") == scores(tmp_path / "plain") and len(scores(tmp_path / "plain")) == 3
+
+
+def test_logged_lr_is_the_one_the_step_used(tmp_path):
+    # linear warmup over 3 steps from 0: the update of step 1 uses lr 0, step 2 uses lr/3 (it logged the
+    # next step's rate before)
+    Trainer(smoke("mtf_hyper", tmp_path, "train.steps=6", "log.every=1", "eval.every=0")).fit()
+    lr = load_config(SMOKE / "mtf_hyper.yaml").train.lr
+    logged = [r["lr"] for r in metrics(tmp_path) if "lr" in r]
+    expected = [lr * s / 3 if s < 3 else lr * (6 - s) / 3 for s in range(6)]
+    assert logged == pytest.approx(expected)

@@ -267,13 +267,20 @@ class Trainer:
 
         shards = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
         sharded = acc.distributed_type in shards
-        if sharded and cfg.eval.phi_probes:
-            log.info("eval.phi_probes is skipped under %s (sharded parameters)", acc.distributed_type.value)
-        probe = acc.is_main_process and not sharded  # only the main process logs them
 
         def evaluation() -> None:
             rec = evaluate(self.objective, self.module, validation, acc.device, acc)
-            extra = self.objective.diagnostics(acc.device) if probe else {}
+            extra = {}
+            probes = cfg.eval.phi_probes and self.objective.has_diagnostics
+            if probes and sharded:
+                # the probes read the hypermodel outside the wrapped forward: gather it (collective, every
+                # rank), then probe an unsharded copy on the main process, which alone logs
+                state = acc.get_state_dict(self.module)
+                if acc.is_main_process:
+                    with self.objective.unsharded(state):
+                        extra = self.objective.diagnostics(acc.device)
+            elif probes and acc.is_main_process:
+                extra = self.objective.diagnostics(acc.device)
             self._log({"step": self.step, **rec, **extra})
 
         if cfg.eval.every and self.step == 0 and validation:  # the starting point of every curve

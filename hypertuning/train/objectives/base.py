@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -109,6 +110,8 @@ class Objective:
         batch N*B does; the evaluator splits them across the ranks."""
         raise NotImplementedError
 
+    has_diagnostics = False  # True where `diagnostics` computes something (the loop gathers for it)
+
     def diagnostics(self, device) -> dict:
         """Extra numbers logged beside every evaluation (the loop adds them to the evaluator's)."""
         return {}
@@ -116,11 +119,25 @@ class Objective:
     def save_final(self, directory: Path, step: int) -> None:
         raise NotImplementedError
 
-    def adopt_full_state(self, state: dict) -> None:
+    @contextlib.contextmanager
+    def unsharded(self, state: dict):
+        """For the duration of the block, the trained module (and hypermodel) rebuilt unsharded from a
+        gathered full state dict (FSDP, ZeRO-3), for what reads parameters outside the wrapped forward:
+        the phi probes and the peft_task evaluator. The training module is put back after; building the
+        copy draws no random numbers from the training streams."""
+        saved = self.downstream, getattr(self, "hypermodel", None), self.module
+        with torch.random.fork_rng(devices=[]):
+            self.adopt_full_state(state, reload_downstream=False)
+        try:
+            yield self.module
+        finally:
+            self.downstream, self.hypermodel, self.module = saved
+
+    def adopt_full_state(self, state: dict, reload_downstream: bool = True) -> None:
         """After sharded training (FSDP, ZeRO-3): rebuild the trained module unsharded, from the gathered
         full state dict, so `save_final` writes what an unsharded run would. The sharded module cannot
         simply take the full tensors back (FSDP2's load hooks expect its DTensor shards)."""
-        if self.trains_downstream:
+        if self.trains_downstream and reload_downstream:
             self.downstream = build_downstream(self.cfg, True)
         if getattr(self, "hypermodel", None) is not None:
             self.hypermodel = self.build_hypermodel()

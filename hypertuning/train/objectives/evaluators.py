@@ -55,10 +55,21 @@ def task_score(
         raise HypertuningError(
             f"eval.metric=score is for peft_task runs; use eval.metric=loss for {objective.cfg.objective}"
         )
-    peft = objective.module  # not `module`, which accelerate may have wrapped (DDP)
+    from accelerate.utils import DistributedType
+
+    sharded = accelerator is not None and accelerator.distributed_type in (
+        DistributedType.FSDP,
+        DistributedType.DEEPSPEED,
+    )
+    if sharded:  # every rank gathers (collective) and scores an unsharded copy: the same score on all
+        with objective.unsharded(accelerator.get_state_dict(module)) as peft:
+            with torch.no_grad():
+                phi = peft.target.bind({k: v.detach() for k, v in peft.params().items()})
+    else:
+        peft = objective.module  # not `module`, which accelerate may have wrapped (DDP)
+        with torch.no_grad():
+            phi = peft.target.bind({k: v.detach() for k, v in peft.params().items()})
     ds, examples = objective.downstream, list(objective.eval_examples)
-    with torch.no_grad():
-        phi = peft.target.bind({k: v.detach() for k, v in peft.params().items()})
     contexts = ds.encode_inputs([e.input for e in examples], stats=objective.stats)
     result = score_task(
         ds, objective.task, examples, contexts, phi, batch_size=objective.cfg.train.batch_size

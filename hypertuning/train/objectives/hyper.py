@@ -71,6 +71,7 @@ def distillation_loss(downstream, lm: dict, phi, teacher: dict, weight: float):
 
 class HyperObjective(EpisodeObjective):
     _probes: tuple | None = None
+    has_diagnostics = True
 
     def build_hypermodel(self):
         return build_hypermodel(self.cfg, self.downstream)
