@@ -31,8 +31,9 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(run_dir: Path, *overrides: str, resume: bool = False) -> list[str]:
-    cmd = [
+def _two_ranks(*program: str) -> list[str]:
+    """torchrun with 2 CPU ranks on a free port, running `program` (a script, or -m MODULE, and its args)."""
+    return [
         sys.executable,
         "-m",
         "torch.distributed.run",
@@ -40,8 +41,12 @@ def _torchrun(run_dir: Path, *overrides: str, resume: bool = False) -> list[str]
         "2",
         "--master_port",
         str(_port()),
+        *program,
     ]
-    cmd += ["-m", "hypertuning.cli", "train", str(MTF), f"run_dir={run_dir}", *overrides]
+
+
+def _torchrun(run_dir: Path, *overrides: str, resume: bool = False) -> list[str]:
+    cmd = _two_ranks("-m", "hypertuning.cli", "train", str(MTF), f"run_dir={run_dir}", *overrides)
     return cmd + (["--resume"] if resume else [])
 
 
@@ -153,16 +158,7 @@ def test_fsdp_gathered_hypermodel_equals_ddp(tmp_path):
     from hypertuning import HyperModel, load_downstream
 
     script = ROOT / "tests" / "scripts" / "fsdp_vs_ddp.py"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(_port()),
-    ]
-    _run([*cmd, str(script), str(MTF), str(tmp_path), "train.batch_size=2"])
+    _run(_two_ranks(str(script), str(MTF), str(tmp_path), "train.batch_size=2"))
     got = json.loads((tmp_path / "fsdp_vs_ddp.json").read_text())
     assert got["world"] == 2 and got["sharded_parameter_types"] == ["DTensor"]  # really sharded
     assert got["keys_equal"] and got["max_abs_diff"] <= 1e-5
@@ -198,16 +194,7 @@ def test_each_rank_draws_its_own_dropout_masks(tmp_path):
     """Same initial parameters on every rank, different RNG streams after it (seed + rank): identical
     dropout masks on every rank would waste the extra processes' regularisation."""
     script = ROOT / "tests" / "scripts" / "rank_rng.py"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(_port()),
-    ]
-    _run([*cmd, str(script), str(MTF), str(tmp_path)])
+    _run(_two_ranks(str(script), str(MTF), str(tmp_path)))
     r0, r1 = (json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1))
     assert (r0["rank"], r1["rank"], r0["processes"]) == (0, 1, 2)
     assert r0["params"] == r1["params"]
