@@ -61,8 +61,14 @@ def task_score(
         DistributedType.FSDP,
         DistributedType.DEEPSPEED,
     )
-    if sharded:  # every rank gathers (collective) and scores an unsharded copy: the same score on all
-        with objective.unsharded(accelerator.get_state_dict(module)) as peft:
+    if sharded:
+        # every rank takes part in the gather (collective), but accelerate returns the full state on the
+        # main process only (FSDP2 offloads it there; other ranks get an empty dict): the main process,
+        # which alone logs, scores an unsharded copy
+        state = accelerator.get_state_dict(module)
+        if not accelerator.is_main_process:
+            return {}
+        with objective.unsharded(state) as peft:
             with torch.no_grad():
                 phi = peft.target.bind({k: v.detach() for k, v in peft.params().items()})
     else:
