@@ -169,6 +169,12 @@ class DecoderFamily(Family):
         for slot, m in self.slot_modules:
             if names[m] != self.path.format(slot.layer):
                 raise HypertuningError(f"{what}: attention modules sit at different paths ({names[m]})")
+        shapes = {(k[1], k[3]) for _, k in seen}
+        if len(shapes) > 1:
+            raise HypertuningError(
+                f"{what}: attention layers have different key/value shapes (heads, head size) {sorted(shapes)}; "
+                "prefixes and LoRA need one shape for every layer"
+            )
         _, hkv, _, head_dim = seen[0][1]
         self.key_shape = (hkv, head_dim)
         a0 = self.slot_modules[0][1]
@@ -246,7 +252,13 @@ class DecoderFamily(Family):
             extra = (config.layer_types[layer],) if takes_type else ()
             cos, sin = rotary(keys.float(), pos, *extra)  # [1, 1, D_rot]
             k = keys[layer][None].float()  # [1, Hkv, P, D]
-            out.append(apply(k, k, cos, sign * sin)[1][0].to(keys.dtype))
+            try:
+                out.append(apply(k, k, cos, sign * sin)[1][0].to(keys.dtype))
+            except (RuntimeError, TypeError) as e:  # a rotary function of another form (Phi, GPT-J)
+                raise HypertuningError(
+                    f"cannot rotate prefix keys into peft's frame with {ks.rotary} ({e}); the adapter is "
+                    "saved in hypertuning's own format"
+                ) from None
         return torch.stack(out)
 
     @classmethod
