@@ -22,7 +22,17 @@ from hypertuning.train import load_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 MTF = ROOT / "configs" / "smoke" / "mtf_hyper.yaml"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+# PYTHONFAULTHANDLER: a run that hangs is killed with SIGABRT, and every process prints where it stood
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONFAULTHANDLER": "1"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_cache(tmp_path_factory):
+    """An empty cache for the 2-rank runs: the first one builds the tiny model with both ranks up, which
+    must leave a whole checkpoint in the cache (under torchrun, rank 1 once cached the tokenizer alone)."""
+    ENV["HYPERTUNING_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    ENV.pop("HYPERTUNING_CACHE")
 
 
 def _port() -> int:
@@ -50,10 +60,24 @@ def _torchrun(run_dir: Path, *overrides: str, resume: bool = False) -> list[str]
     return cmd + (["--resume"] if resume else [])
 
 
-def _run(cmd):
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
+def _run(cmd, timeout: float = 240):
+    proc = subprocess.Popen(
+        cmd,
+        env=ENV,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGABRT)  # faulthandler: the launcher and each rank print their stacks
+        out, err = proc.communicate()
+        pytest.fail(f"hung for {timeout} s; stdout: {out[-1000:]}\nstacks:\n{err[-12000:]}")
+    assert proc.returncode == 0, err[-4000:]
+    return out
 
 
 def _summary(run_dir: Path) -> dict:
@@ -188,6 +212,14 @@ def test_shipped_accelerate_configs_parse(name, kind):
         assert cfg.deepspeed_config["zero_stage"] == int(name[-1])
     if name == "zero3":
         assert cfg.deepspeed_config["zero3_save_16bit_model"]  # get_state_dict gathers the whole model
+
+
+def test_every_rank_writes_a_whole_checkpoint(tmp_path):
+    """transformers writes a model's files only on global rank 0 once a process group is up; a checkpoint
+    we build for a cache (tiny model, dequantised GGUF) must be whole on whichever rank builds it."""
+    _run(_two_ranks(str(ROOT / "tests" / "scripts" / "save_every_rank.py"), str(tmp_path)))
+    for r in (0, 1):
+        assert {"config.json", "model.safetensors"} <= {p.name for p in (tmp_path / f"rank-{r}").iterdir()}
 
 
 def test_each_rank_draws_its_own_dropout_masks(tmp_path):

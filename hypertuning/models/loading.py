@@ -96,10 +96,25 @@ def convert_gguf(gguf: Path, out: Path | None = None) -> Path:
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True)
         )
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        save_checkpoint(model, tok, tmp)
 
     return atomic_dir(out, build)
+
+
+def save_checkpoint(model, tokenizer, directory: Path) -> Path:
+    """Write a model and its tokenizer into `directory` on this process, whatever its rank.
+
+    transformers >= 5 writes a model's files only on global rank 0 once a process group is up
+    (`DistributedMixin.should_save_on_this_rank`). The checkpoints we build (tiny models, dequantised GGUF)
+    go into a per-machine cache, so the process that builds one must write it: under torchrun, rank 1
+    otherwise renamed a directory holding only the tokenizer into the cache, and every later load failed
+    ("Unrecognized model ... config.json"). The override is on this one object, never on the class."""
+    model.should_save_on_this_rank = lambda is_main_process: True
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    if not (Path(directory) / "config.json").exists() or not any(Path(directory).glob("*.safetensors")):
+        raise CheckpointError(f"saving a checkpoint into {directory} wrote no config.json or weights")
+    return Path(directory)
 
 
 def resolve_checkpoint(name_or_path: str) -> str:

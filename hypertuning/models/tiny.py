@@ -136,10 +136,10 @@ def tiny_model(kind: str, tokenizer, seed: int = 0):
 
 
 def save_tiny(kind: str, directory: Path, seed: int = 0) -> Path:
+    from .loading import save_checkpoint
+
     tok = tiny_tokenizer()
-    tiny_model(kind, tok, seed).save_pretrained(directory)
-    tok.save_pretrained(directory)
-    return directory
+    return save_checkpoint(tiny_model(kind, tok, seed), tok, directory)
 
 
 def tiny_checkpoint(kind: str) -> Path:

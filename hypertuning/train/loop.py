@@ -111,7 +111,10 @@ class Trainer:
             project_dir=str(self.run_dir),
         )
         set_seed(cfg.seed)
-        self.objective: Objective = OBJECTIVES.get(cfg.objective)(cfg)
+        # One process per machine builds what is cached (a dequantised GGUF, a tiny model, a dataset's
+        # layout) while the others wait, then finds it built; every rank still builds its own objective.
+        with self.accelerator.local_main_process_first():
+            self.objective: Objective = OBJECTIVES.get(cfg.objective)(cfg)
         obj = self.objective
         if t.gradient_checkpointing:
             obj.gradient_checkpointing()
