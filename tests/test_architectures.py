@@ -276,3 +276,44 @@ def test_readme_table_lists_the_tested_architectures():
     ]
     assert rows == ARCHS
     assert "FAILS" not in table and "not tested" not in table
+
+
+def test_absolute_positions_past_the_end_under_a_prefix_say_so(models):
+    """GPT-2 with a prefix of P: real tokens move P positions on (as peft's cache moves them), so an input
+    that fits the model alone can run off its position embedding; that is a clear error, not an IndexError."""
+    ds = models("gpt2")
+    adapter = _adapters(ds, "prefix")[0]  # prefix_len 3
+    n = ds.context_length
+    phi = {PHI_KWARG: adapter.bind()}
+    ids = torch.full((1, n - 3), 5)
+    with torch.no_grad():
+        ds.model(input_ids=ids, attention_mask=torch.ones_like(ids), **phi)  # fits
+        ids = torch.full((1, n - 2), 5)
+        with pytest.raises(HypertuningError, match=f"within {n - 3} tokens"):
+            ds.model(input_ids=ids, attention_mask=torch.ones_like(ids), **phi)
+
+
+def test_prefix_keys_rotate_into_peft_without_yarn_attention_scaling(tmp_path):
+    """YaRN folds an attention scaling (about 1.14 here) into cos and sin; moving cached prefix keys to
+    peft's positions must be a pure rotation: norms kept, and back again gives the keys."""
+    from transformers import LlamaForCausalLM
+
+    from hypertuning.models.loading import save_checkpoint
+    from hypertuning.models.tiny import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    cfg = tiny_model("llama", tok).config
+    cfg.rope_parameters = {
+        "rope_type": "yarn",
+        "rope_theta": 10000.0,
+        "factor": 4.0,
+        "original_max_position_embeddings": 128,
+    }
+    ds = load_downstream(str(save_checkpoint(LlamaForCausalLM(cfg), tok, tmp_path / "yarn")))
+    ks = ds.spec.kinds["self"]
+    keys = torch.randn(ks.num_layers, ks.kv_heads, 5, ks.head_dim)
+    family = type(ds.family)
+    out = family.prefix_keys_to_peft(ds.spec, keys, 5)
+    assert not torch.allclose(out, keys)
+    torch.testing.assert_close(out.norm(dim=-1), keys.norm(dim=-1))
+    torch.testing.assert_close(family.prefix_keys_from_peft(ds.spec, out, 5), keys)

@@ -246,11 +246,14 @@ class DecoderFamily(Family):
         apply = sys.modules[rotary_cls.__module__].apply_rotary_pos_emb
         rotary = rotary_cls(config=config)
         takes_type = "layer_type" in inspect.signature(rotary.forward).parameters
-        pos = torch.full((1, 1), n, dtype=torch.long)
+        pos = torch.tensor([[0, n]], dtype=torch.long)
         out = []
         for layer in range(keys.shape[0]):
             extra = (config.layer_types[layer],) if takes_type else ()
-            cos, sin = rotary(keys.float(), pos, *extra)  # [1, 1, D_rot]
+            cos, sin = rotary(keys.float(), pos, *extra)  # [1, 2, D_rot]
+            # YaRN and LongRoPE fold an attention scaling into cos and sin (cos at position 0 is that
+            # factor): a pure rotation of the cached keys by n divides it out again
+            cos, sin = cos[:, 1:] / cos[:, :1], sin[:, 1:] / cos[:, :1]
             k = keys[layer][None].float()  # [1, Hkv, P, D]
             try:
                 out.append(apply(k, k, cos, sign * sin)[1][0].to(keys.dtype))
@@ -288,7 +291,15 @@ class DecoderFamily(Family):
                 offset = offset * rows.to(positions.device)
             batch = max(positions.shape[0], offset.shape[0])
             offset = expand_rows(offset, batch) if offset.shape[0] != batch else offset
-            return (positions.expand(batch, -1) + offset[:, None],)
+            shifted = positions.expand(batch, -1) + offset[:, None]
+            if shifted.numel() and int(shifted.max()) >= module.num_embeddings:
+                p, n = t.shape[-2], module.num_embeddings
+                raise HypertuningError(
+                    f"A prefix of {p} tokens moves this model's real tokens {p} positions on, to position "
+                    f"{int(shifted.max())}, and its learned position embedding has {n}: keep the input and "
+                    f"what is generated within {n - p} tokens, or use a LoRA adapter"
+                )
+            return (shifted,)
 
         self.base.register_forward_pre_hook(remember, with_kwargs=True)
         embedding.register_forward_pre_hook(shift)
