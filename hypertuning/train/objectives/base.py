@@ -126,7 +126,10 @@ class Objective:
         the phi probes and the peft_task evaluator. The training module is put back after; building the
         copy draws no random numbers from the training streams."""
         saved = self.downstream, getattr(self, "hypermodel", None), self.module
-        with torch.random.fork_rng(devices=[]):
+        # build_hypermodel seeds with torch.manual_seed, which also reseeds the CUDA generators: fork this
+        # process's GPU stream too, or dropout on the GPU would restart after every probe
+        gpu = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=gpu):
             self.adopt_full_state(state, reload_downstream=False)
         try:
             yield self.module
