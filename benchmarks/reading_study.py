@@ -32,6 +32,13 @@ from reading_baseline import eval_args, summarise  # noqa: E402
 MIX = ["data.remap=0.5", "data.mustread=0.6"]
 NEW_ROWS = {
     "kv_fresh": ("HyperKV (untrained)", "new", ["--target", "prefix", "--readout", "kv", "--slots", "16"]),
+    # key/value selection (hyper/select.py): nothing trained; P = 16 examples x (3 tokens + separator)
+    "select64": ("HyperKV-select P64 (untrained)", "new", ["--target", "prefix", "--readout", "select"]),
+    "select32": (
+        "HyperKV-select P32 keep1 (untrained)",
+        "new",
+        ["--target", "prefix", "--readout", "select", "--slots", "32", "--keep", "1"],
+    ),
     "kv_mix": ("HyperKV (reading mix)", "mtf_kv", []),  # the config's own mix
     "kv_natural": ("HyperKV (natural)", "mtf_kv", ["data.remap=0", "data.mustread=0"]),
     "outer_mix": ("HyperLoRA-outer (reading mix)", "mtf_outer", []),
@@ -46,6 +53,8 @@ NEW_ROWS = {
 }
 RUN_DIRS = {
     "kv_fresh": "kv16_fresh",
+    "select64": "select64",
+    "select32": "select32",
     "kv_mix": "kv16",
     "kv_natural": "kv16_natural",
     "outer_mix": "outer8",

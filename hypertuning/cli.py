@@ -17,23 +17,26 @@ from .errors import HypertuningError
 def _new(args) -> None:
     from . import HyperModel, load_downstream
 
+    if args.keep is not None and args.readout != "select":
+        raise HypertuningError("--keep belongs to --readout select")
     ds = load_downstream(args.downstream)
     opts = {}
     if args.rank is not None:
         opts["rank"] = args.rank
     if args.prefix_len is not None:
         opts["prefix_len"] = args.prefix_len
-    if args.readout == "kv":
+    if args.readout in ("kv", "select"):
         if args.target != "prefix" or opts or args.layers:
             raise HypertuningError(
-                "--readout kv generates prefixes from the downstream model itself: use --target prefix "
-                "and --slots / --readout-lora-rank, not --rank, --prefix-len or --layers"
+                f"--readout {args.readout} generates prefixes from the downstream model itself: use "
+                "--target prefix and --slots / --readout-lora-rank, not --rank, --prefix-len or --layers"
             )
-        ropts = {
-            "slots": 16 if args.slots is None else args.slots,
-            "lora_rank": args.readout_lora_rank or 0,
-        }
-        hm = HyperModel.create(ds, target="prefix", readout="kv", readout_options=ropts)
+        ropts = {"lora_rank": args.readout_lora_rank or 0}
+        if args.slots is not None:
+            ropts["slots"] = args.slots
+        if args.keep is not None:
+            ropts["keep"] = args.keep
+        hm = HyperModel.create(ds, target="prefix", readout=args.readout, readout_options=ropts)
     elif args.readout == "outer":
         if args.target != "lora" or args.prefix_len or args.layers or args.slots or args.readout_lora_rank:
             raise HypertuningError(
@@ -44,7 +47,7 @@ def _new(args) -> None:
         hm = HyperModel.create(ds, target="lora", readout="outer", readout_options=ropts)
     else:
         if args.slots is not None or args.readout_lora_rank is not None:
-            raise HypertuningError("--slots and --readout-lora-rank belong to --readout kv")
+            raise HypertuningError("--slots and --readout-lora-rank belong to --readout kv or select")
         hm = HyperModel.create(ds, target=args.target, layers=args.layers, **opts)
     _save_dir(args, hm.save_pretrained)
     n = sum(p.numel() for p in hm.parameters())
@@ -427,13 +430,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prefix-len", type=int, default=None, help="prefix length P")
     s.add_argument(
         "--readout",
-        choices=["heads", "kv", "outer"],
+        choices=["heads", "kv", "outer", "select"],
         default="heads",
         help="heads: the paper's; kv: the downstream model's own keys/values at learned slots (prefix); "
-        "outer: LoRA from outer products of the downstream model's states on the examples",
+        "outer: LoRA from outer products of the downstream model's states on the examples; select: the "
+        "downstream model's own keys/values where each example ends (prefix; nothing to train)",
     )
-    s.add_argument("--slots", type=int, default=None, help="kv readout: slots (the prefix length)")
-    s.add_argument("--readout-lora-rank", type=int, default=None, help="kv readout: LoRA on its pass")
+    s.add_argument("--slots", type=int, default=None, help="kv, select readouts: the prefix length")
+    s.add_argument("--keep", type=int, default=None, help="select readout: tokens kept before each separator")
+    s.add_argument("--readout-lora-rank", type=int, default=None, help="kv, select: LoRA on the reading pass")
     out_args(s)
     s.set_defaults(func=_new)
 
