@@ -42,6 +42,7 @@ NEW_ROWS = {
     "kv_mix": ("HyperKV (reading mix)", "mtf_kv", []),  # the config's own mix
     "kv_natural": ("HyperKV (natural)", "mtf_kv", ["data.remap=0", "data.mustread=0"]),
     "outer_mix": ("HyperLoRA-outer (reading mix)", "mtf_outer", []),
+    "select_mix": ("HyperKV-select P64 (reading mix, LoRA 8)", "mtf_select", []),
     # context distillation (train.distill): half the loss is the KL to the frozen model reading the examples
     "kv_distill": ("HyperKV (reading mix, distilled)", "mtf_kv", ["train.distill=0.5"]),
     "outer_distill": ("HyperLoRA-outer (reading mix, distilled)", "mtf_outer", ["train.distill=0.5"]),
@@ -58,6 +59,7 @@ RUN_DIRS = {
     "kv_mix": "kv16",
     "kv_natural": "kv16_natural",
     "outer_mix": "outer8",
+    "select_mix": "select64_mix",
     "kv_distill": "kv16_distill",
     "outer_distill": "outer8_distill",
     "heads_mix": "heads_mix",

@@ -12,6 +12,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 from hypertuning import HyperModel, HypertuningError
 from hypertuning.hyper.kv import KVReadout
 from hypertuning.hyper.outer import OuterLoraReadout
+from hypertuning.hyper.select import SelectReadout
 from hypertuning.models.attention import PHI_KWARG
 
 from .test_peft_equivalence import INPUTS, assert_peft_matches
@@ -152,7 +153,9 @@ def test_readout_refuses_what_it_cannot_do(llama, t5):
         HyperModel.create(llama, "prefix", readout="gist")
 
 
-@pytest.mark.parametrize("config,cls", [("mtf_kv", KVReadout), ("mtf_outer", OuterLoraReadout)])
+@pytest.mark.parametrize(
+    "config,cls", [("mtf_kv", KVReadout), ("mtf_outer", OuterLoraReadout), ("mtf_select", SelectReadout)]
+)
 def test_mtf_hyper_trains_the_readouts(tmp_path, config, cls):
     from hypertuning.train import train
 
