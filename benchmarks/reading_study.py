@@ -39,6 +39,11 @@ NEW_ROWS = {
         "new",
         ["--target", "prefix", "--readout", "select", "--slots", "32", "--keep", "1"],
     ),
+    "select128": (
+        "HyperKV-select P128 keep6 (untrained)",
+        "new",
+        ["--target", "prefix", "--readout", "select", "--slots", "128", "--keep", "6"],
+    ),
     "kv_mix": ("HyperKV (reading mix)", "mtf_kv", []),  # the config's own mix
     "kv_natural": ("HyperKV (natural)", "mtf_kv", ["data.remap=0", "data.mustread=0"]),
     "outer_mix": ("HyperLoRA-outer (reading mix)", "mtf_outer", []),
@@ -56,6 +61,7 @@ RUN_DIRS = {
     "kv_fresh": "kv16_fresh",
     "select64": "select64",
     "select32": "select32",
+    "select128": "select128",
     "kv_mix": "kv16",
     "kv_natural": "kv16_natural",
     "outer_mix": "outer8",
