@@ -22,9 +22,12 @@ its label, which is what follows a permutation of the labels.
   reading pass, which training can teach to write more of each example into its kept positions (gisting's
   idea, without learned slots).
 
-Known limits: examples shorter in all than P tokens leave columns of zero keys and values, which take a
-little attention mass (give more examples or fewer slots); sliding-window layers see every earlier token in
-the reading pass; decoder-only downstream models with rotary (or no) positions only.
+Known limits: examples shorter in all than P tokens leave columns of zero keys and values. They take
+attention mass (score 0), and it is not little: on held-out must-read tasks whose examples are 76-98
+tokens, P128 loses 16-21 points to in-context learning through them (BENCHMARKS.md). Give more examples or
+fewer slots; a mask on unused columns, trimmed at peft export, is the fix not yet built. Sliding-window
+layers see every earlier token in the reading pass. Decoder-only downstream models with rotary (or no)
+positions only.
 """
 
 from __future__ import annotations
