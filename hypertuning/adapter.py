@@ -80,11 +80,12 @@ class Adapter:
                 )
         if len(adapters) == 1:
             return a0
+        keys = dict.fromkeys(k for a in adapters for k in a.phi)
         return Adapter(
             a0.target,
             a0.options,
             a0.spec,
-            {k: torch.cat([a.phi[k] for a in adapters]) for k in a0.phi},
+            {k: torch.cat([_entry(a, k) for a in adapters]) for k in keys},
             a0.meta,
         )
 
@@ -151,6 +152,10 @@ class Adapter:
             phi.update(target.from_peft(config, read_safetensors(d / PEFT_WEIGHTS), family))
         if OWN_WEIGHTS in files:
             phi.update(read_safetensors(d / OWN_WEIGHTS))
+        try:
+            phi = target.from_saved(phi)
+        except HypertuningError as e:
+            raise CheckpointError(f"{d}: {e}") from None
         expected = target.zero_phi(1)
         for k, z in expected.items():
             if k not in phi:
@@ -243,3 +248,15 @@ def _peft_target(config: dict, where) -> tuple[str, dict]:
             )
         return "prefix", {"prefix_len": int(config["num_virtual_tokens"])}
     raise CheckpointError(f"{where}: peft_type {kind!r} is not supported (LORA, PREFIX_TUNING)")
+
+
+def _entry(adapter: Adapter, key: str) -> torch.Tensor:
+    """phi[key] of one adapter in a stack; a prefix's column mask ("{kind}.mask") that one adapter lacks
+    means every column is real (a kv or heads prefix stacked with a select one)."""
+    if key in adapter.phi:
+        return adapter.phi[key]
+    kind, _, what = key.partition(".")
+    if what == "mask" and kind in adapter.phi:
+        t = adapter.phi[kind]
+        return t.new_ones(t.shape[0], t.shape[-2])
+    raise HypertuningError(f"Adapters in one batch must hold the same tensors; one lacks phi[{key!r}]")

@@ -82,15 +82,49 @@ def test_selection_is_ascending_distinct_and_sized(ids, keep, slots):
     assert all(0 <= j < len(ids) for j in got)
 
 
-def test_short_examples_leave_zero_columns_and_batch_exactly(llama, examples):
+def test_short_examples_mark_spare_columns_and_batch_exactly(llama, examples):
     hm = _select(llama, slots=40, keep=2)
     short = [("a", "b")]
     n = len(hm.encode_ids(short))
-    phi = hm.generate(short).phi["self"]  # [L, 2, Hkv, P, D]
+    a = hm.generate(short)
+    phi = a.phi["self"]  # [1, L, 2, Hkv, P, D]
     assert phi[..., n:, :].abs().max() == 0 and phi[..., :n, :].abs().max() > 0
+    assert a.phi["self.mask"].tolist() == [[1.0] * n + [0.0] * (40 - n)]
     batch = hm.generate_batch([examples, OTHER, short])
     for ex, row in zip([examples, OTHER, short], batch, strict=True):
-        torch.testing.assert_close(row.phi["self"], hm.generate(ex).phi["self"], atol=1e-6, rtol=0)
+        alone = hm.generate(ex)
+        for k in ("self", "self.mask"):
+            torch.testing.assert_close(row.phi[k], alone.phi[k], atol=1e-6, rtol=0)
+
+
+def test_more_slots_than_positions_is_in_context_learning_exactly(llama, examples):
+    """P above the examples' token count: every position is kept and the spare columns are masked, so the
+    adapted model is the plain model reading the examples in context (unmasked, the spare zero columns took
+    attention mass: 16-21 points on must-read tasks)."""
+    hm = _select(llama, slots=4)
+    ids = hm.encode_ids(examples)
+    adapter = _select(llama, slots=len(ids) + 9).generate(examples)
+    for text in INPUTS:
+        q = llama.tokenizer(text, add_special_tokens=False)["input_ids"]
+        plain = _logits(llama, ids + q)[len(ids) :]
+        torch.testing.assert_close(_logits(llama, q, adapter), plain, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_adapter_in_a_mixed_batch_equals_each_row_alone(llama, examples):
+    """A select adapter with spare columns, a plain prefix of the same length (no mask: every column real)
+    and the base model, in one batch: each row's logits are those it has alone."""
+    from hypertuning import Adapter
+
+    sel = _select(llama, slots=12, keep=1).generate([("a", "b")])
+    assert sel.phi["self.mask"].sum() < 12
+    torch.manual_seed(0)
+    plain = Adapter(sel.target, sel.options, sel.spec, {"self": torch.randn_like(sel.phi["self"])}, {})
+    q = llama.tokenizer(INPUTS[1], add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([q] * 3)
+    with torch.no_grad():
+        mixed = llama.model(input_ids=ids, **{PHI_KWARG: llama.bind([sel, plain, None])}).logits
+    for i, a in enumerate([sel, plain, None]):
+        torch.testing.assert_close(mixed[i], _logits(llama, q, a), atol=1e-5, rtol=1e-5)
 
 
 def test_fresh_readout_reads_its_examples(llama, examples):
@@ -138,10 +172,25 @@ def test_saved_readout_holds_only_what_trains_and_reloads(llama, examples, tmp_p
         )
 
 
-def test_adapter_loads_in_plain_peft_with_identical_logits(llama, tiny_dirs, examples, tmp_path):
-    adapter = _select(llama, slots=5).generate(examples)
+@pytest.mark.parametrize("spare", [0, 9])
+def test_adapter_loads_in_plain_peft_with_identical_logits(llama, tiny_dirs, examples, tmp_path, spare):
+    """spare > 0: P is above the examples' token count; the peft file holds the real columns only (peft
+    attends to every virtual token), and our own loader puts them back in place with their mask."""
+    import json
+
+    from hypertuning import Adapter
+
+    n = len(_select(llama, slots=4).encode_ids(examples))
+    slots = 5 if not spare else n + spare
+    adapter = _select(llama, slots=slots).generate(examples)
     adapter.save_pretrained(tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["num_virtual_tokens"] == min(slots, n)
     assert_peft_matches(llama, adapter, tmp_path / "adapter", tiny_dirs["llama"])
+    loaded = Adapter.from_pretrained(tmp_path / "adapter")
+    assert loaded.phi.keys() == adapter.phi.keys()
+    for k, v in adapter.phi.items():
+        torch.testing.assert_close(loaded.phi[k], v, atol=1e-5, rtol=1e-5)
 
 
 def test_select_errors_are_specific(llama, t5):

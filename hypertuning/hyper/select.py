@@ -21,13 +21,13 @@ its label, which is what follows a permutation of the labels.
 - Trainable: nothing by default (a fresh readout is a method, not a model); `lora_rank` adds a LoRA on the
   reading pass, which training can teach to write more of each example into its kept positions (gisting's
   idea, without learned slots).
+- Examples shorter in all than P tokens leave columns to spare. phi says which columns are real
+  (`"self.mask"`, read by the attention wrapper), so the spare ones take no attention mass, and a saved
+  adapter's peft file holds the real columns only (peft attends to every virtual token). Unmasked, those
+  zero columns cost 16-21 points on must-read tasks of 76-98 tokens at P128 (BENCHMARKS.md).
 
-Known limits: examples shorter in all than P tokens leave columns of zero keys and values. They take
-attention mass (score 0), and it is not little: on held-out must-read tasks whose examples are 76-98
-tokens, P128 loses 16-21 points to in-context learning through them (BENCHMARKS.md). Give more examples or
-fewer slots; a mask on unused columns, trimmed at peft export, is the fix not yet built. Sliding-window
-layers see every earlier token in the reading pass. Decoder-only downstream models with rotary (or no)
-positions only.
+Known limits: sliding-window layers see every earlier token in the reading pass; decoder-only downstream
+models with rotary (or no) positions only.
 """
 
 from __future__ import annotations
@@ -132,4 +132,5 @@ class SelectReadout(DownstreamReadout):
             at = index[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[-1])
             keep = filled[:, None, :, None].to(k.dtype)
             layers.append(torch.stack([k.gather(2, at) * keep, v.gather(2, at) * keep], dim=1))
-        return {"self": torch.stack(layers, dim=1).float()}  # [B, L, 2, Hkv, P, D]
+        # [B, L, 2, Hkv, P, D], and which of the P columns are real: attention never sees the others
+        return {"self": torch.stack(layers, dim=1).float(), "self.mask": filled.float()}

@@ -37,9 +37,10 @@ def expand_rows(t: torch.Tensor, batch: int) -> torch.Tensor:
     return t.repeat_interleave(batch // t.shape[0], dim=0)
 
 
-def _extend_mask(mask, module, query, key_len: int, prefix_len: int, rows=None):
+def _extend_mask(mask, module, query, key_len: int, prefix_len: int, rows=None, columns=None):
     """Prepend `prefix_len` prefix columns to a 4D mask, materialising the implicit one if needed; they are
-    visible to every row, or only to the rows where `rows` ([B] bool) is True."""
+    visible to every row, or only to the rows where `rows` ([B] bool) is True, and only the columns where
+    `columns` ([B, P] bool, or None for all) is True."""
     batch, q_len = query.shape[0], query.shape[2]
     if mask is None:
         # No mask means: causal without padding (decoder self-attention) or full attention (encoder, cross).
@@ -49,12 +50,15 @@ def _extend_mask(mask, module, query, key_len: int, prefix_len: int, rows=None):
             mask = (k_idx[None, :] <= q_idx[:, None])[None, None]
         else:
             mask = torch.ones(1, 1, q_len, key_len, dtype=torch.bool, device=query.device)
-    if rows is None:
+    if rows is None and columns is None:
         seen = torch.ones(mask.shape[0], 1, mask.shape[2], prefix_len, dtype=torch.bool, device=mask.device)
     else:
-        seen = expand_rows(rows.to(mask.device), batch)[:, None, None, None].expand(
-            -1, 1, mask.shape[2], prefix_len
-        )
+        seen = torch.ones(batch, 1, 1, prefix_len, dtype=torch.bool, device=mask.device)
+        if rows is not None:
+            seen = seen & expand_rows(rows.to(mask.device), batch)[:, None, None, None]
+        if columns is not None:
+            seen = seen & expand_rows(columns.to(mask.device) > 0, batch)[:, None, None, :]
+        seen = seen.expand(-1, 1, mask.shape[2], prefix_len)
         mask = mask.expand(batch, *mask.shape[1:])
     if mask.dtype == torch.bool:
         visible = seen
@@ -74,16 +78,17 @@ def _prefixed(base: str):
             active.capture[slot] = (key[:, :, key.shape[2] - n :], value[:, :, value.shape[2] - n :])
         if prefix is not None:
             pk, pv = prefix  # [B, Hkv, P, D] each
+            cols = active.columns.get(slot.kind)  # [B, P]: which columns are real (None: all)
             pk = expand_rows(pk, key.shape[0]).to(key.dtype)
             pv = expand_rows(pv, value.shape[0]).to(value.dtype)
             if attention_mask is None and base == "eager":
                 # The stock eager functions add a float mask; build ours in that form.
-                bool_mask = _extend_mask(None, module, query, key.shape[2], pk.shape[2], active.rows)
+                bool_mask = _extend_mask(None, module, query, key.shape[2], pk.shape[2], active.rows, cols)
                 attention_mask = torch.zeros(bool_mask.shape, dtype=query.dtype, device=query.device)
                 attention_mask.masked_fill_(~bool_mask, torch.finfo(query.dtype).min)
             else:
                 attention_mask = _extend_mask(
-                    attention_mask, module, query, key.shape[2], pk.shape[2], active.rows
+                    attention_mask, module, query, key.shape[2], pk.shape[2], active.rows, cols
                 )
             key = torch.cat([pk, key], dim=2)
             value = torch.cat([pv, value], dim=2)

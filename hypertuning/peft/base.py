@@ -26,6 +26,10 @@ class ActivePhi:
     mixed batch (some rows on the base model) carries zeros in the other rows, which is exactly no change
     for LoRA, and whose prefix columns the attention wrapper hides.
 
+    `columns` (kind -> [B, P], nonzero where a prefix column is real) hides the others from attention: a
+    readout that found fewer than P positions to keep pads with columns that must not take attention mass
+    (`hyper/select.py`). phi carries it as `"{kind}.mask"`; absent, every column is real.
+
     `capture` (a dict, or None) asks the attention wrapper to record, per slot, the keys (after rotary
     and any QK-norm) and values of the last `capture_last` positions as attention saw them: the key/value
     readout takes its prefixes from there (`hyper/kv.py`).
@@ -34,6 +38,7 @@ class ActivePhi:
     prefix: dict[str, torch.Tensor] = field(default_factory=dict)
     lora: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     rows: torch.Tensor | None = None
+    columns: dict[str, torch.Tensor] = field(default_factory=dict)
     capture: dict | None = None
     capture_last: int = 0
 
@@ -97,6 +102,10 @@ class Target:
 
     def from_peft(self, config: dict, state: dict[str, torch.Tensor], family: Family) -> Phi:
         raise NotImplementedError
+
+    def from_saved(self, phi: Phi) -> Phi:
+        """phi read back from an adapter directory (peft file plus our extras) -> the phi that was saved."""
+        return phi
 
 
 TARGETS: Registry[type[Target]] = Registry("PEFT target")

@@ -183,7 +183,8 @@ class PrefixTarget(Target):
         return self.heads_class(self, hidden, downstream)
 
     def bind(self, phi: Phi) -> ActivePhi:
-        return ActivePhi(prefix={k: phi[k] for k in self.spec.kinds})
+        columns = {k: phi[f"{k}.mask"] for k in self.spec.kinds if f"{k}.mask" in phi}
+        return ActivePhi(prefix={k: phi[k] for k in self.spec.kinds}, columns=columns)
 
     def trainable(self, downstream=None) -> nn.Module:
         return FlatPrefix(self, downstream)
@@ -204,6 +205,10 @@ class PrefixTarget(Target):
             )
         ks = self.spec.kinds["self"]
         prefix = phi["self"][0]  # [L, 2, Hkv, P, D]
+        if "self.mask" in phi:
+            # peft attends to every virtual token, so padding columns are left out of its file (exact);
+            # `from_saved` puts the real ones back in their places from the mask saved beside it
+            prefix = prefix[..., phi["self.mask"][0] > 0, :]
         p = prefix.shape[-2]
         keys = family.prefix_keys_to_peft(self.spec, prefix[:, 0], p)
         prefix = torch.stack([keys, prefix[:, 1]], dim=1)
@@ -222,6 +227,24 @@ class PrefixTarget(Target):
             "inference_mode": True,
         }
         return config, {"prompt_embeddings": emb}
+
+    def from_saved(self, phi: Phi) -> Phi:
+        """phi as `Adapter.from_pretrained` read it -> phi as it was saved: a prefix whose padding columns
+        `to_peft` left out is scattered back to P columns by its mask."""
+        for kind in self.spec.kinds:
+            mask = phi.get(f"{kind}.mask")
+            if mask is None or phi[kind].shape[-2] == mask.shape[-1]:
+                continue
+            keep = mask[0] > 0
+            if int(keep.sum()) != phi[kind].shape[-2] or mask.shape[0] != 1:
+                raise HypertuningError(
+                    f"prefix of {phi[kind].shape[-2]} columns but its mask marks {int(keep.sum())} of "
+                    f"{mask.shape[-1]} as real"
+                )
+            full = phi[kind].new_zeros(*phi[kind].shape[:-2], mask.shape[-1], phi[kind].shape[-1])
+            full[..., keep, :] = phi[kind]
+            phi = {**phi, kind: full}
+        return phi
 
     def from_peft(self, config, state, family) -> Phi:
         ks = self.spec.kinds["self"]

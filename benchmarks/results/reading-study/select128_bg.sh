@@ -5,4 +5,3 @@ cd "$(dirname "$0")/../../.."
 export OMP_NUM_THREADS=1
 .venv/bin/python benchmarks/reading_study.py --no-train --rows select128 --columns mustread --json runs/reading/select128-mustread.json
 .venv/bin/python benchmarks/reading_study.py --no-train --rows select128 --columns bbl-natural --json runs/reading/select128-lite.json
-.venv/bin/python benchmarks/reading_study.py --no-train --rows select128 --columns bbl-remap0 --json runs/reading/select128-remap.json
