@@ -158,6 +158,11 @@ def report(a) -> dict:
                 + ("-" if not t else f"{t:.2f}")
                 + " |"
             )
+        cols = [c for c in r["columns"] if c != AVG]
+        print(f"\n{column}, per task family (%):\n| method | " + " | ".join(cols) + " |")
+        print("|---" * (len(cols) + 1) + "|")
+        for m, row in r["table"].items():
+            print(f"| {m} | " + " | ".join("-" if row.get(c) is None else f"{row[c]:.1f}" for c in cols) + " |")
     return out
 
 
