@@ -162,7 +162,9 @@ def report(a) -> dict:
         print(f"\n{column}, per task family (%):\n| method | " + " | ".join(cols) + " |")
         print("|---" * (len(cols) + 1) + "|")
         for m, row in r["table"].items():
-            print(f"| {m} | " + " | ".join("-" if row.get(c) is None else f"{row[c]:.1f}" for c in cols) + " |")
+            print(
+                f"| {m} | " + " | ".join("-" if row.get(c) is None else f"{row[c]:.1f}" for c in cols) + " |"
+            )
     return out
 
 
