@@ -85,7 +85,12 @@ class Adapter:
             a0.target,
             a0.options,
             a0.spec,
-            {k: torch.cat([_entry(a, k) for a in adapters]) for k in keys},
+            {
+                k: torch.cat(
+                    [a.phi[k] if k in a.phi else a.target_obj.missing_entry(a.phi, k) for a in adapters]
+                )
+                for k in keys
+            },
             a0.meta,
         )
 
@@ -248,15 +253,3 @@ def _peft_target(config: dict, where) -> tuple[str, dict]:
             )
         return "prefix", {"prefix_len": int(config["num_virtual_tokens"])}
     raise CheckpointError(f"{where}: peft_type {kind!r} is not supported (LORA, PREFIX_TUNING)")
-
-
-def _entry(adapter: Adapter, key: str) -> torch.Tensor:
-    """phi[key] of one adapter in a stack; a prefix's column mask ("{kind}.mask") that one adapter lacks
-    means every column is real (a kv or heads prefix stacked with a select one)."""
-    if key in adapter.phi:
-        return adapter.phi[key]
-    kind, _, what = key.partition(".")
-    if what == "mask" and kind in adapter.phi:
-        t = adapter.phi[kind]
-        return t.new_ones(t.shape[0], t.shape[-2])
-    raise HypertuningError(f"Adapters in one batch must hold the same tensors; one lacks phi[{key!r}]")

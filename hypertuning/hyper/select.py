@@ -37,6 +37,7 @@ import torch
 from ..errors import HypertuningError
 from ..models.base import Slot
 from ..peft import TARGETS, ActivePhi, Phi
+from ..peft.prefix import mask_key
 from .kv import DownstreamReadout
 from .model import READOUTS
 
@@ -133,4 +134,4 @@ class SelectReadout(DownstreamReadout):
             keep = filled[:, None, :, None].to(k.dtype)
             layers.append(torch.stack([k.gather(2, at) * keep, v.gather(2, at) * keep], dim=1))
         # [B, L, 2, Hkv, P, D], and which of the P columns are real: attention never sees the others
-        return {"self": torch.stack(layers, dim=1).float(), "self.mask": filled.float()}
+        return {"self": torch.stack(layers, dim=1).float(), mask_key("self"): filled.float()}

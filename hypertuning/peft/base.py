@@ -103,6 +103,11 @@ class Target:
     def from_peft(self, config: dict, state: dict[str, torch.Tensor], family: Family) -> Phi:
         raise NotImplementedError
 
+    def missing_entry(self, phi: Phi, key: str) -> torch.Tensor:
+        """What phi[key] means when one adapter of a stack lacks an entry the others hold; by default
+        there is no such meaning."""
+        raise HypertuningError(f"Adapters in one batch must hold the same tensors; one lacks phi[{key!r}]")
+
     def from_saved(self, phi: Phi) -> Phi:
         """phi read back from an adapter directory (peft file plus our extras) -> the phi that was saved."""
         return phi

@@ -104,6 +104,11 @@ class PrefixMLPHeads(nn.Module):
         return phi
 
 
+def mask_key(kind: str) -> str:
+    """The phi entry ([B, P], nonzero where a column is real) that marks a prefix's padding columns."""
+    return f"{kind}.mask"
+
+
 class FlatPrefix(nn.Module):
     """Prefix-Flat tuning: the prefixes themselves are the parameters. Random initialisation is the
     downstream model's mean real key/value per layer plus small noise (Li & Liang's real-activation init)."""
@@ -183,7 +188,7 @@ class PrefixTarget(Target):
         return self.heads_class(self, hidden, downstream)
 
     def bind(self, phi: Phi) -> ActivePhi:
-        columns = {k: phi[f"{k}.mask"] for k in self.spec.kinds if f"{k}.mask" in phi}
+        columns = {k: phi[mask_key(k)] for k in self.spec.kinds if mask_key(k) in phi}
         return ActivePhi(prefix={k: phi[k] for k in self.spec.kinds}, columns=columns)
 
     def trainable(self, downstream=None) -> nn.Module:
@@ -205,10 +210,10 @@ class PrefixTarget(Target):
             )
         ks = self.spec.kinds["self"]
         prefix = phi["self"][0]  # [L, 2, Hkv, P, D]
-        if "self.mask" in phi:
+        if mask_key("self") in phi:
             # peft attends to every virtual token, so padding columns are left out of its file (exact);
             # `from_saved` puts the real ones back in their places from the mask saved beside it
-            prefix = prefix[..., phi["self.mask"][0] > 0, :]
+            prefix = prefix[..., phi[mask_key("self")][0] > 0, :]
         p = prefix.shape[-2]
         keys = family.prefix_keys_to_peft(self.spec, prefix[:, 0], p)
         prefix = torch.stack([keys, prefix[:, 1]], dim=1)
@@ -228,11 +233,19 @@ class PrefixTarget(Target):
         }
         return config, {"prompt_embeddings": emb}
 
+    def missing_entry(self, phi: Phi, key: str) -> torch.Tensor:
+        """A prefix without a column mask has every column real (a kv or heads prefix stacked with a
+        select one)."""
+        for kind in self.spec.kinds:
+            if key == mask_key(kind) and kind in phi:
+                return phi[kind].new_ones(phi[kind].shape[0], phi[kind].shape[-2])
+        return super().missing_entry(phi, key)
+
     def from_saved(self, phi: Phi) -> Phi:
         """phi as `Adapter.from_pretrained` read it -> phi as it was saved: a prefix whose padding columns
         `to_peft` left out is scattered back to P columns by its mask."""
         for kind in self.spec.kinds:
-            mask = phi.get(f"{kind}.mask")
+            mask = phi.get(mask_key(kind))
             if mask is None or phi[kind].shape[-2] == mask.shape[-1]:
                 continue
             keep = mask[0] > 0
