@@ -368,6 +368,14 @@ class Trainer:
             atomic_dir(final, lambda tmp: self.objective.save_final(tmp, self.step))
             write_json(self.run_dir / "summary.json", self.summary())
         acc.wait_for_everyone()
+        if acc.num_processes > 1:
+            # DDP's reducer holds the process group: free it while every rank is still here, then tear the
+            # group down together. Left to the garbage collector after end_training(), a gloo group could be
+            # finalised on one rank after its peer had exited, and wait on it (pytorch/pytorch#75097; seen
+            # once here, a rank stuck in teardown after the run was saved)
+            self.module = acc.unwrap_model(self.module)
+            acc.free_memory()
+            acc.wait_for_everyone()
         acc.end_training()
         return final
 
