@@ -20,6 +20,7 @@ import json
 import platform
 import sys
 from pathlib import Path
+from collections import defaultdict
 from statistics import fmean as mean
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,14 +58,18 @@ def eval_cmd(a, name: str) -> list[str]:
     return cmd
 
 
+def read_records(out: Path) -> list[dict]:
+    from hypertuning.eval.runner import RECORDS
+
+    return [json.loads(x) for x in (out / RECORDS).read_text().splitlines()] if (out / RECORDS).exists() else []
+
+
 def summarise(out: Path, methods: set | None = None) -> dict | None:
     """The tables from `records.jsonl` (so an evaluation still running reports the tasks it has finished
     for every method), in results.json's shape; only `methods` (labels) when given."""
-    from hypertuning.eval.runner import RECORDS, Results
+    from hypertuning.eval.runner import Results
 
-    records = (
-        [json.loads(x) for x in (out / RECORDS).read_text().splitlines()] if (out / RECORDS).exists() else []
-    )
+    records = read_records(out)
     if methods is not None:
         records = [r for r in records if r["method"] in methods]
     if not records:
@@ -97,11 +102,22 @@ def report(a) -> None:
         "changed_with_other_task": "other task",
         "follows_label_permutation": "follows perm.",
     }
+    labels = [label for label, _, _ in ROWS]
     for name in COLUMNS:
-        r = summarise(ROOT / a.out / name)
+        out = ROOT / a.out / name
+        # the evaluation directories are shared with reading_study.py: report this table's rows only, and
+        # set aside a row that has not finished every task instead of shrinking the table to its tasks
+        tasks = defaultdict(set)
+        for rec in read_records(out):
+            tasks[rec["method"]].add(rec["task"])
+        every = set().union(*(tasks[m] for m in labels))
+        short_rows = [m for m in labels if tasks[m] and tasks[m] != every]
+        r = summarise(out, {m for m in labels if tasks[m] and m not in short_rows})
         if r is None:
             print(f"\n{name}: not evaluated yet")
             continue
+        for m in short_rows:
+            print(f"{name}: {m} left out of the table: {len(tasks[m])} of its {len(every)} tasks evaluated")
         dep, chance = r["dependence"], r["chance"]
         print(f"\n## {name}: AVG score (%) and example dependence (% of answers; K={r['k']})")
         print(f"({r['records']} records; tasks every method has: {len(r['tasks'])})")
