@@ -19,8 +19,8 @@ import argparse
 import json
 import platform
 import sys
-from pathlib import Path
 from collections import defaultdict
+from pathlib import Path
 from statistics import fmean as mean
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
