@@ -61,7 +61,9 @@ def eval_cmd(a, name: str) -> list[str]:
 def read_records(out: Path) -> list[dict]:
     from hypertuning.eval.runner import RECORDS
 
-    return [json.loads(x) for x in (out / RECORDS).read_text().splitlines()] if (out / RECORDS).exists() else []
+    return (
+        [json.loads(x) for x in (out / RECORDS).read_text().splitlines()] if (out / RECORDS).exists() else []
+    )
 
 
 def summarise(out: Path, methods: set | None = None) -> dict | None:
