@@ -44,10 +44,27 @@ NEW_ROWS = {
         "new",
         ["--target", "prefix", "--readout", "select", "--slots", "128", "--keep", "6"],
     ),
+    "select512": (  # every position kept: in-context learning exactly (tests/test_select_readout.py)
+        "HyperKV-select P512 (untrained)",
+        "new",
+        ["--target", "prefix", "--readout", "select", "--slots", "512", "--keep", "6"],
+    ),
     "kv_mix": ("HyperKV (reading mix)", "mtf_kv", []),  # the config's own mix
     "kv_natural": ("HyperKV (natural)", "mtf_kv", ["data.remap=0", "data.mustread=0"]),
     "outer_mix": ("HyperLoRA-outer (reading mix)", "mtf_outer", []),
     "select_mix": ("HyperKV-select P64 (reading mix, LoRA 8)", "mtf_select", []),
+    # every position kept (P512 >= the examples' tokens): untrained, this is in-context learning exactly;
+    # the LoRA on the reading pass (rank 16, all four attention projections) is then MetaICL's training
+    # with only the examples' side adapted, the query read by the frozen model
+    "select_all_mix": (
+        "HyperKV-select P512 (reading mix, LoRA 16 qkvo)",
+        "mtf_select",
+        [
+            "hypermodel.readout_options={slots: 512, keep: 6, lora_rank: 16, "
+            "lora_modules: [q_proj, k_proj, v_proj, o_proj]}",
+            "train.lr=1.0e-3",
+        ],
+    ),
     # context distillation (train.distill): half the loss is the KL to the frozen model reading the examples
     "kv_distill": ("HyperKV (reading mix, distilled)", "mtf_kv", ["train.distill=0.5"]),
     "outer_distill": ("HyperLoRA-outer (reading mix, distilled)", "mtf_outer", ["train.distill=0.5"]),
@@ -62,10 +79,12 @@ RUN_DIRS = {
     "select64": "select64",
     "select32": "select32",
     "select128": "select128",
+    "select512": "select512",
     "kv_mix": "kv16",
     "kv_natural": "kv16_natural",
     "outer_mix": "outer8",
     "select_mix": "select64_mix",
+    "select_all_mix": "select512_mix",
     "kv_distill": "kv16_distill",
     "outer_distill": "outer8_distill",
     "heads_mix": "heads_mix",
