@@ -65,6 +65,18 @@ NEW_ROWS = {
             "train.lr=1.0e-3",
         ],
     ),
+    # the same trained on natural BIG-bench episodes only: does the readout or the reading mix make it read?
+    "select_all_natural": (
+        "HyperKV-select P512 (natural, LoRA 16 qkvo)",
+        "mtf_select",
+        [
+            "hypermodel.readout_options={slots: 512, keep: 6, lora_rank: 16, "
+            "lora_modules: [q_proj, k_proj, v_proj, o_proj]}",
+            "train.lr=1.0e-3",
+            "data.remap=0",
+            "data.mustread=0",
+        ],
+    ),
     # context distillation (train.distill): half the loss is the KL to the frozen model reading the examples
     "kv_distill": ("HyperKV (reading mix, distilled)", "mtf_kv", ["train.distill=0.5"]),
     "outer_distill": ("HyperLoRA-outer (reading mix, distilled)", "mtf_outer", ["train.distill=0.5"]),
@@ -85,6 +97,7 @@ RUN_DIRS = {
     "outer_mix": "outer8",
     "select_mix": "select64_mix",
     "select_all_mix": "select512_mix",
+    "select_all_natural": "select512_natural",
     "kv_distill": "kv16_distill",
     "outer_distill": "outer8_distill",
     "heads_mix": "heads_mix",
