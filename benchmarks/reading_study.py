@@ -30,6 +30,11 @@ from reading_baseline import eval_args, summarise  # noqa: E402
 # New rows: key -> (label, how it is made, overrides); each lives in --out/RUN_DIRS[key]. "new": `hypertune
 # new` (an untrained hypermodel, the directory itself); otherwise the config of `hypertune train`.
 MIX = ["data.remap=0.5", "data.mustread=0.6"]
+# the selection readout keeping every position, with a rank-16 LoRA on all four projections of its reading pass
+SELECT_ALL = [
+    "hypermodel.readout_options={slots: 512, keep: 6, lora_rank: 16, lora_modules: [q_proj, k_proj, v_proj, o_proj]}",
+    "train.lr=1.0e-3",
+]
 NEW_ROWS = {
     "kv_fresh": ("HyperKV (untrained)", "new", ["--target", "prefix", "--readout", "kv", "--slots", "16"]),
     # key/value selection (hyper/select.py): nothing trained; P = 16 examples x (3 tokens + separator)
@@ -59,23 +64,13 @@ NEW_ROWS = {
     "select_all_mix": (
         "HyperKV-select P512 (reading mix, LoRA 16 qkvo)",
         "mtf_select",
-        [
-            "hypermodel.readout_options={slots: 512, keep: 6, lora_rank: 16, "
-            "lora_modules: [q_proj, k_proj, v_proj, o_proj]}",
-            "train.lr=1.0e-3",
-        ],
+        SELECT_ALL,
     ),
     # the same trained on natural BIG-bench episodes only: does the readout or the reading mix make it read?
     "select_all_natural": (
         "HyperKV-select P512 (natural, LoRA 16 qkvo)",
         "mtf_select",
-        [
-            "hypermodel.readout_options={slots: 512, keep: 6, lora_rank: 16, "
-            "lora_modules: [q_proj, k_proj, v_proj, o_proj]}",
-            "train.lr=1.0e-3",
-            "data.remap=0",
-            "data.mustread=0",
-        ],
+        [*SELECT_ALL, "data.remap=0", "data.mustread=0"],
     ),
     # context distillation (train.distill): half the loss is the KL to the frozen model reading the examples
     "kv_distill": ("HyperKV (reading mix, distilled)", "mtf_kv", ["train.distill=0.5"]),
