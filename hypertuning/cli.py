@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help="cpu (default) or cuda: a larger configuration")
     s.add_argument("--hypermodel", default=None, help="use this trained hypermodel instead of training one")
     s.add_argument(
-        "--steps", type=int, default=None, help="training steps (default: 120 on CPU, 2000 on GPU)"
+        "--steps", type=int, default=None, help="training steps (default: 100 on CPU, 2000 on GPU)"
     )
     s.add_argument(
         "--collection", default="bigbench", help="task collection to train on and score (default: bigbench)"

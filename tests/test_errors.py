@@ -102,6 +102,16 @@ def test_bad_lora_module_lists_available(llama):
         HyperModel.create(llama, target="lora", modules=["gate_proj"])
 
 
+def test_all_linear_names_every_linear_of_the_attention_block(llama):
+    """peft's `all-linear`, scoped to what this target adapts: the attention block's linear layers."""
+    from hypertuning.peft import TARGETS
+
+    spec = llama.spec
+    assert TARGETS.get("lora")(spec, modules="all-linear").modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    with pytest.raises(HypertuningError, match="list of names or 'all-linear'"):
+        TARGETS.get("lora")(spec, modules="q_proj")  # a bare string is not a list of one
+
+
 def test_missing_model_directory(tmp_path):
     with pytest.raises(CheckpointError, match="without config.json"):
         load_downstream(str(tmp_path))

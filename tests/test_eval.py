@@ -454,27 +454,38 @@ def test_every_method_kind_runs_and_baselines_agree(kind, tiny_dirs, toy_tasks, 
 
 
 def test_demo_trains_adapts_scores_and_reuses_everything(tiny_dirs, tmp_path, capsys, monkeypatch):
-    """`hypertune demo` end to end on the tiny Llama and the toy tasks; the second run trains nothing and
-    scores nothing again."""
+    """`hypertune demo` end to end on the tiny Llama, the toy tasks and one must-read task; the second run
+    trains nothing and scores nothing again."""
     import hypertuning.demo as demo
 
-    monkeypatch.setitem(demo.SCALES, "cpu", {**demo.SCALES["cpu"], "hyper_layers": 1, "max_examples": 6})
+    small = {"max_examples": 6, "mustread": ["category-permuted/0"], "lengths": (384, 192, 48, 576)}
+    monkeypatch.setitem(demo.SCALES, "cpu", {**demo.SCALES["cpu"], **small})
     argv = ["demo", "--downstream", str(tiny_dirs["llama"]), "--collection", "toy", "--steps", "2"]
     argv += ["--tasks", "label-0", "reverse", "--out", str(tmp_path)]  # multiple choice and generative
     assert main(argv) == 0
     first = capsys.readouterr().out
-    assert "training a HyperLoRA hypermodel" in first
+    assert "[2/4] training a hypermodel" in first
     assert (tmp_path / "hypermodel" / "final").is_dir()
     adapter = tmp_path / "adapters" / "label-0"
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in adapter.iterdir()}
-    table = [
-        line
-        for line in first.splitlines()
-        if line.split()[:1] in (["zero-shot"], ["in-context"], ["hypertuned"])
-    ]
-    assert len(table) == 6  # three methods in the score table and in the timing lines
+    assert json.loads((adapter / "adapter_config.json").read_text())["peft_type"] == "PREFIX_TUNING"
+    lines = first.splitlines()
+    methods = (["zero-shot"], ["in-context"], ["hypertuned"])
+    toy_at = lines.index(next(x for x in lines if x.startswith("Score (%")))
+    must_at = lines.index(next(x for x in lines if x.startswith("Held-out must-read tasks")))
+    toy_table = [x for x in lines[toy_at:must_at] if x.split()[:1] in methods]
+    assert len(toy_table) == 3  # the toy tasks are not must-read: no dependence figures
+    must_block = lines[must_at:]
+    assert any(x.startswith("(chance)") for x in must_block)  # chance shown for the must-read task
+    assert any("follow a permutation" in x for x in must_block)  # and the dependence figures
     records = (tmp_path / "eval" / "records.jsonl").read_text()
     assert len(records.splitlines()) == 3 * 2
+    must_records = [
+        json.loads(x) for x in (tmp_path / "eval-mustread" / "records.jsonl").read_text().splitlines()
+    ]
+    assert {r["method"] for r in must_records} == {"zero-shot", "in-context", "hypertuned"}
+    assert all(r["chance"] is not None for r in must_records)
+    assert all(r["follows_label_permutation"] is not None for r in must_records if r["method"] != "zero-shot")
     # the byte-level tiny tokenizer fits only 13 of reverse's 16 examples into the hypermodel's 384 tokens:
     # what a budget cut is recorded for the hypermodel as for the in-context prompt
     cut = {(r["method"], r["task"]): r["truncation"] for r in map(json.loads, records.splitlines())}
@@ -483,11 +494,36 @@ def test_demo_trains_adapts_scores_and_reuses_everything(tiny_dirs, tmp_path, ca
     monkeypatch.setattr("hypertuning.train.train", None)  # a retrain would fail loudly
     assert main(argv) == 0
     second = capsys.readouterr().out
-    assert "trained by an earlier demo" in second and "training a HyperLoRA" not in second
+    assert "trained by an earlier demo" in second and "[2/4] training" not in second
     assert (tmp_path / "eval" / "records.jsonl").read_text() == records
-    assert [line for line in second.splitlines() if line.startswith(("zero-shot", "in-context"))][
-        :2
-    ] == table[:2]
+    assert (
+        second[second.index("Score (%") :].split("Done in")[0]
+        == first[first.index("Score (%") :].split("Done in")[0]
+    )
+
+
+def test_demo_trains_the_cpu_small_default_recipe():
+    """The demo's training run is configs/cpu-small/mtf_select.yaml, the default recipe, at the demo's
+    lengths: the two cannot drift apart."""
+    import hypertuning.demo as demo
+    from hypertuning.train.config import RunConfig
+
+    shipped = load_config(ROOT / "configs/cpu-small/mtf_select.yaml")
+    scale = demo.SCALES["cpu"]
+    ours = RunConfig.from_dict(demo.demo_config(shipped.downstream.model, Path("x"), scale), "demo")
+    assert ours.hypermodel == shipped.hypermodel
+    for key in ("collection", "options", "k", "mixing", "remap", "mustread"):
+        assert getattr(ours.data, key) == getattr(shipped.data, key), key
+    for key in ("steps", "batch_size", "lr", "warmup_steps"):
+        assert getattr(ours.train, key) == getattr(shipped.train, key), key
+    for key in ("model", "max_input_tokens", "max_target_tokens"):
+        assert getattr(ours.downstream, key) == getattr(shipped.downstream, key), key
+    assert (ours.objective, ours.seed) == (shipped.objective, shipped.seed)
+    # the in-context baseline reads the examples the hypermodel reads, and the query
+    assert (
+        ours.downstream.max_in_context_tokens
+        == ours.hypermodel.max_input_tokens + ours.downstream.max_input_tokens
+    )
 
 
 def test_metaicl_classification_reports_macro_f1_over_the_ranked_options(llama):

@@ -338,7 +338,7 @@ def _cell(v) -> str:
     return "-" if v is None or v != v else f"{v:.1f}"
 
 
-def format_results(results: Results, group: bool = True) -> str:
+def format_results(results: Results, group: bool = True, per_block: int = 8, width: int = 9) -> str:
     """The score table with a chance row, then the example-dependence figures of the methods that read
     examples (each a table of the same shape), as `hypertune eval` prints them."""
     columns, rows, spread = results.table(group)
@@ -346,7 +346,7 @@ def format_results(results: Results, group: bool = True) -> str:
     shown = dict(rows)
     if any(v is not None for v in chance_row.values()):
         shown["(chance)"] = chance_row
-    parts = [format_table(columns, shown, spread)]
+    parts = [format_table(columns, shown, spread, per_block, width)]
     titles = {
         "changed_with_other_examples": "answers changed (%) with K other examples of the task (seed + 1)",
         "changed_with_other_task": "answers changed (%) with another task's examples",
@@ -355,7 +355,7 @@ def format_results(results: Results, group: bool = True) -> str:
     }
     for figure, table in results.dependence(group).items():
         if table:
-            parts += ["", f"-- {titles[figure]}", format_table(columns, table)]
+            parts += ["", f"-- {titles[figure]}", format_table(columns, table, None, per_block, width)]
     return "\n".join(parts)
 
 

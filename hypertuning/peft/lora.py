@@ -83,6 +83,9 @@ class _Layout(dict):
     kinds: dict[str, int]
 
 
+ALL_LINEAR = "all-linear"
+
+
 @TARGETS.register("lora")
 class LoraTarget(Target):
     name = "lora"
@@ -98,6 +101,13 @@ class LoraTarget(Target):
         **options,
     ):
         first = next(iter(spec.kinds.values()))
+        if modules == ALL_LINEAR:  # peft's word; here the attention block's linears, what this target adapts
+            modules = [m for m in first.linears if all(m in ks.linears for ks in spec.kinds.values())]
+        elif isinstance(modules, str):
+            raise HypertuningError(
+                f"LoRA modules must be a list of names or {ALL_LINEAR!r} (every linear layer of the "
+                f"attention block); got {modules!r}"
+            )
         modules = list(modules or first.default_lora)
         for kind, ks in spec.kinds.items():
             missing = [m for m in modules if m not in ks.linears]
