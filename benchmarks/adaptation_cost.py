@@ -1,15 +1,18 @@
-"""Adaptation cost (issue 8, part 1): one hypermodel forward pass against LoRA fine-tuning by back-propagation
-on the same K=16 examples until it reaches the hypertuned score, for held-out BIG-bench Lite tasks.
+"""Adaptation cost (issue 8, part 1; issue 18 for the default recipe): one hypermodel forward pass against LoRA
+fine-tuning by back-propagation on the same K=16 examples until it reaches the hypertuned score, on held-out
+tasks (by default the must-read ones the demo shows, whose answers only the examples give).
 
-Per task: the hypertuned score (the generated LoRA, evaluated on the task's evaluation examples through the
-same scorer as `hypertune eval`); then a `peft_task` run from random LoRA initialisation (peft's: B = 0, so
-step 0 is the zero-shot model) trained on exactly those 16 examples (`peft.train_on=shots`), scored every
-`--eval-every` steps on the same evaluation examples, for at most `--steps` steps. Reported: the step at which
-its score first reaches the hypertuned score (or that it never did), wall time (training steps only, from
-the run's own clock) and FLOPs, counted with `torch.utils.flop_counter.FlopCounterMode` for one hypermodel
-pass and for one training step (forward and backward), against the hypermodel's.
+Per task: the hypertuned score (the generated adapter, LoRA or prefix, scored on the task's evaluation
+examples by the scorer `hypertune eval` uses); then a `peft_task` run from random LoRA initialisation
+(peft's: B = 0, so step 0 is the zero-shot model) trained on exactly those 16 examples
+(`peft.train_on=shots`), scored every `--eval-every` steps on the same evaluation examples, for at most
+`--steps` steps. Reported: the step at which its score first reaches the hypertuned score (or that it never
+did), wall time (training steps only, from the run's own clock) and FLOPs, counted with
+`torch.utils.flop_counter.FlopCounterMode` for one hypermodel pass and for one training step (forward and
+backward), against the hypermodel's.
 
-    python benchmarks/adaptation_cost.py [--hypermodel runs/demo/hypermodel/final] [--tasks ...] [--steps 60]
+    python benchmarks/adaptation_cost.py [--hypermodel runs/demo/hypermodel/final] [--tasks mustread:suffix/0 \
+        bigbench:winowhy ...] [--steps 100]
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from hypertuning.demo import CPU_MUSTREAD
+
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "cpu-small" / "peft_task.yaml"
 
 
@@ -40,54 +45,63 @@ def _flops(fn) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hypermodel", default="runs/demo/hypermodel/final")
-    ap.add_argument("--tasks", nargs="+", default=["hindu_knowledge", "known_unknowns", "winowhy"])
-    ap.add_argument("--steps", type=int, default=60, help="back-propagation budget per task")
+    ap.add_argument(
+        "--tasks",
+        nargs="+",
+        default=[f"mustread:{t}" for t in CPU_MUSTREAD],
+        help="collection:task ids (a bare name is a BIG-bench task)",
+    )
+    ap.add_argument("--steps", type=int, default=100, help="back-propagation budget per task")
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--lr", type=float, default=1e-3, help="the largest of the paper's PEFT sweep")
     ap.add_argument("--eval-batches", type=int, default=8, help="evaluation examples = this x batch size 4")
     args = ap.parse_args()
 
+    from hypertuning import HyperModel
+    from hypertuning.eval.scoring import score_task
     from hypertuning.train import Trainer, load_config, train
-    from hypertuning.train.objectives import task_score
 
     hyper = Path(args.hypermodel)
     if not (hyper / "hypermodel_config.json").is_file():
         raise SystemExit(f"{hyper}: no trained hypermodel (run `make demo` first, or pass --hypermodel)")
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
-        f"hypermodel {hyper}; K=16; LoRA rank 8 (q, v), lr {args.lr}, batch 4, fp32",
+        f"hypermodel {hyper}; K=16; back-propagation: LoRA rank 8 (q, v), lr {args.lr}, batch 4, fp32",
         flush=True,
     )
     rows = []
-    for name in args.tasks:
+    for task_id in args.tasks:
+        name = task_id if ":" in task_id else f"bigbench:{task_id}"
         run = Path(tempfile.mkdtemp(prefix="adapt-cost-"))
         common = [
-            f"peft.task=bigbench:{name}",
+            f"peft.task={name}",
             "peft.train_on=shots",
             f"eval.batches={args.eval_batches}",
             "eval.metric=score",
             "sweep={}",
         ]
-        # the hypertuned score: a peft_task initialised from the hypermodel, evaluated before any step
-        hcfg = load_config(
-            CONFIG, [f"run_dir={run / 'hyper'}", "peft.init=hyper", f"peft.init_from={hyper}", *common]
-        )
-        trainer = Trainer(hcfg)
-        obj = trainer.objective
-        hyper_score = task_score(obj, obj.module, [], trainer.accelerator.device)["eval_score"]
+        # The shots and evaluation examples are the peft_task run's (heldout_shots, as `hypertune eval`
+        # picks them); a probe of that run also gives one training step's FLOPs below.
+        probe = Trainer(load_config(CONFIG, [f"run_dir={run / 'probe'}", "peft.init=random", *common]))
+        obj = probe.objective
+        ds, task, examples = obj.downstream, obj.task, list(obj.eval_examples)
+        hm = HyperModel.from_pretrained(hyper, downstream=ds)
         pairs = [(e.input, e.target) for e in obj.shots]
 
-        def adapt(hm=obj.hyper, pairs=pairs, instruction=obj.task.instruction):
-            hm.generate(pairs, instruction)
+        def adapt(hm=hm, pairs=pairs, instruction=task.instruction):
+            return hm.generate(pairs, instruction)
 
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            adapt()
-            times.append(time.perf_counter() - t0)
-        hyper_s = statistics.median(times)
-        hyper_flops = _flops(adapt)
-        del trainer, obj, adapt
+        with torch.no_grad():
+            contexts = ds.encode_inputs([e.input for e in examples])
+            hyper_score = score_task(ds, task, examples, contexts, adapt(), batch_size=4).score
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                adapt()
+                times.append(time.perf_counter() - t0)
+            hyper_s = statistics.median(times)
+            hyper_flops = _flops(adapt)
+        del hm, adapt
 
         rcfg = load_config(
             CONFIG,
@@ -103,16 +117,15 @@ def main() -> None:
                 *common,
             ],
         )
-        # FLOPs of one training step (forward and backward of one batch), on a separate copy of the run
-        probe = Trainer(load_config(CONFIG, [f"run_dir={run / 'probe'}", "peft.init=random", *common]))
-        batch = probe.objective.batch(list(range(4)))
+        # FLOPs of one training step (forward and backward of one batch), on the probe
+        batch = obj.batch(list(range(4)))
 
-        def step(module=probe.objective.module, batch=batch):
+        def step(module=obj.module, batch=batch):
             loss, n = module(**batch)
             (loss / n).backward()
 
         step_flops = _flops(step)
-        del probe
+        del probe, obj, step
         for _ in train(rcfg):
             pass
         recs = [json.loads(x) for x in (run / "random" / "metrics.jsonl").read_text().splitlines()]

@@ -550,3 +550,37 @@ def test_metaicl_classification_reports_macro_f1_over_the_ranked_options(llama):
     assert got.metrics["accuracy"] == accuracy(got.predictions, [e.answers for e in examples])
     # the same predictions, scored both ways, differ when one class dominates
     assert macro_f1(["a", "a", "a", "a"], [["a"], ["a"], ["a"], ["b"]]) != 75.0
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        p
+        for p in sorted((ROOT / "configs").glob("*/*.yaml"))
+        if p.name != "base.yaml" and p.parent.name != "accelerate"
+    ],
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_shipped_run_configs_parse(path):
+    """Every training config shipped (the bases are read through them; accelerate's launch configs are
+    tests/test_distributed.py's) loads: no unknown key, no bad value."""
+    cfg = load_config(path)
+    assert cfg.run_dir and cfg.objective
+
+
+def test_every_scale_takes_the_default_recipe():
+    """cpu-small, the paper-scale decoder config and the demo's --device cuda scale train the same recipe;
+    only the lengths (and so the kept positions) and the schedule differ."""
+    import hypertuning.demo as demo
+    from hypertuning.train.config import RunConfig
+
+    def recipe(cfg):
+        opts = {k: v for k, v in cfg.hypermodel.readout_options.items() if k != "slots"}
+        assert cfg.hypermodel.readout_options["slots"] == cfg.hypermodel.max_input_tokens  # every position
+        h = cfg.hypermodel
+        return (h.target, h.readout, h.layers, h.init, opts, cfg.data.k, cfg.data.remap, cfg.data.mustread)
+
+    cpu = load_config(ROOT / "configs/cpu-small/mtf_select.yaml")
+    paper = load_config(ROOT / "configs/paper-decoder/mtf_select.yaml")
+    cuda = RunConfig.from_dict(demo.demo_config("m", Path("x"), demo.SCALES["cuda"]), "demo cuda")
+    assert recipe(cpu) == recipe(paper) == recipe(cuda)
