@@ -82,6 +82,13 @@ NEW_ROWS = {
         "mtf_select",
         [*SELECT_ALL, "train.steps=100"],
     ),
+    # the default recipe with every fixed-label episode's shots drawn at a random label share
+    # (data.label_share): does not rewarding the copy of the shots' label prior help on natural Lite?
+    "select_all_share": (
+        "HyperKV-select P512 (reading mix, random label share, 100 steps)",
+        "mtf_select",
+        [*SELECT_ALL, "train.steps=100", "data.label_share=1.0"],
+    ),
     # the same trained on natural BIG-bench episodes only: does the readout or the reading mix make it read?
     "select_all_natural": (
         "HyperKV-select P512 (natural, LoRA 16 qkvo)",
@@ -110,11 +117,14 @@ RUN_DIRS = {
     "select_all_mix": "select512_mix",
     "select_all_natural": "select512_natural",
     "select_all_mix_100": "select512_mix100",
+    "select_all_share": "select512_share",
     "kv_distill": "kv16_distill",
     "outer_distill": "outer8_distill",
     "heads_mix": "heads_mix",
 }
-DEFAULT = "kv_mix"  # the recipe configs/cpu-small/mtf_kv.yaml ships; reading.json reports it
+DEFAULT = (
+    "select_all_mix_100"  # configs/cpu-small/mtf_select.yaml, the cpu-small default; reading.json reports it
+)
 # Columns: eval directory -> (collection arguments, baseline rows evaluated there). In-context on remapped
 # Lite costs about 8 CPU-minutes a record (long prompts), so that column has no in-context row here.
 COLUMNS = {

@@ -166,7 +166,11 @@ def fetch_pypi_file(project: str, filename: str) -> Path:
         ) from None
     entry = next((f for f in files if f["filename"] == filename), None)
     if entry is None:
-        raise HypertuningError(f"{index} lists no file {filename}")
+        listed = ", ".join(f["filename"] for f in files[:5]) or "nothing"
+        raise HypertuningError(
+            f"{index} lists no file {filename} (it lists {listed}). Point HYPERTUNING_PYPI_INDEX at an "
+            f"index that has it, or download {filename} by hand and put it at {target}"
+        )
     want = entry.get("hashes", {}).get("sha256")
     log.info("Downloading %s from %s (once; cached at %s)", filename, index, target)
 

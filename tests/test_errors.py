@@ -137,3 +137,47 @@ def test_overlong_examples_drop_whole_examples(llama, caplog):
     caplog.clear()  # the first example shortened, the rest packed after it: the total still counts it
     ids, _ = hm.encode([[{"input": "word " * 60, "output": "yes"}, *many[:5]]])
     assert "of 6 hyper examples" in caplog.text
+
+
+def test_a_package_index_without_the_file_says_where_to_put_it(tmp_path, monkeypatch):
+    """fetch_pypi_file: an index that lacks the sdist (ours lists only bigbench 0.0.1 today) names what it
+    lists and where a hand-downloaded copy goes; a download whose sha256 differs from the index's is refused
+    and leaves nothing in the cache."""
+    import hashlib
+    import io
+    import json as _json
+    import urllib.request
+
+    from hypertuning import _io
+
+    monkeypatch.setenv("HYPERTUNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HYPERTUNING_PYPI_INDEX", "https://index.invalid/simple")
+    body = b"not the sdist"
+    listing = {
+        "files": [
+            {"filename": "bigbench-0.0.1.tar.gz", "url": "https://index.invalid/a", "hashes": {}},
+            {
+                "filename": "bigbench-1.0.0.tar.gz",
+                "url": "https://index.invalid/b",
+                "hashes": {"sha256": "0" * 64},
+            },
+        ]
+    }
+
+    def urlopen(req, timeout=None):
+        url = req if isinstance(req, str) else req.full_url
+        if url.endswith("/bigbench/"):
+            return io.BytesIO(_json.dumps(listing).encode())
+        return io.BytesIO(body)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    target = tmp_path / "cache" / "downloads" / "bigbench-2.0.0.tar.gz"
+    with pytest.raises(HypertuningError, match="lists no file bigbench-2.0.0.tar.gz") as e:
+        _io.fetch_pypi_file("bigbench", "bigbench-2.0.0.tar.gz")
+    assert "bigbench-0.0.1.tar.gz" in str(e.value) and str(target) in str(e.value)
+    with pytest.raises(HypertuningError, match="sha256 mismatch"):
+        _io.fetch_pypi_file("bigbench", "bigbench-1.0.0.tar.gz")
+    assert not (tmp_path / "cache" / "downloads" / "bigbench-1.0.0.tar.gz").exists()
+    listing["files"][1]["hashes"]["sha256"] = hashlib.sha256(body).hexdigest()
+    got = _io.fetch_pypi_file("bigbench", "bigbench-1.0.0.tar.gz")
+    assert got.read_bytes() == body

@@ -436,6 +436,60 @@ def test_remapped_episodes_are_consistent_within_and_differ_across(bb_choices):
         EpisodeSampler([task], k=6, remap=1.5)
 
 
+def _skewed_task() -> Task:
+    """90% of the examples say "yes", 10% "no": drawn plainly, a target's label is the shots' majority."""
+    ex = [Example(f"item {i}?", choices=("yes", "no"), answers=(int(i % 10 == 0),)) for i in range(200)]
+    return Task("skew", ex, collection="toy")
+
+
+def test_label_share_shots_say_nothing_of_the_target_label():
+    """At label_share=1 how often the target's label appears among the shots no longer depends on which
+    label the target has (drawn plainly it does: 90% "yes" shots for "yes" and "no" targets alike, so
+    the shots' majority is the likely answer); every label appears; the shots are distinct, never the
+    target; deterministic in (seed, position) and resumable."""
+    from statistics import fmean
+
+    from hypertuning.data.episodes import EpisodeSampler
+
+    task = _skewed_task()
+    plain = EpisodeSampler([task], k=8, seed=5)
+    shared = EpisodeSampler([task], k=8, seed=5, label_share=1.0)
+
+    def yes_share(ep):
+        return sum(s.target == "yes" for s in ep.shots) / len(ep.shots)
+
+    eps, plain_eps = shared.take(400), plain.take(400)
+    assert [e.target for e in eps] == [e.target for e in plain_eps]  # the same targets
+    for e in eps:
+        assert len({s.input for s in e.shots}) == 8 and e.target.input not in {s.input for s in e.shots}
+        assert {s.target for s in e.shots} == {"yes", "no"}  # the mapping is always there to read
+    assert fmean(yes_share(e) for e in plain_eps) > 0.8
+    assert 0.35 < fmean(yes_share(e) for e in eps) < 0.65  # a share drawn from the simplex, not the task's
+    shares = sorted(yes_share(e) for e in eps)
+    assert shares[40] <= 0.25 and shares[-40] >= 0.75  # spread: skewed both ways
+    assert eps == EpisodeSampler([task], k=8, seed=5, label_share=1.0).take(400)
+    again = EpisodeSampler([task], k=8, seed=5, label_share=1.0)
+    again.load_state_dict({**shared.state_dict(), "position": 123})
+    assert next(iter(again)) == shared.episode(123)
+    assert shared.fingerprint != plain.fingerprint
+    assert shared.fingerprint != EpisodeSampler([task], k=8, seed=5, remap=1.0).fingerprint
+    assert plain.fingerprint == EpisodeSampler([task], k=8, seed=5, label_share=0.0).fingerprint
+    half = EpisodeSampler([task], k=8, seed=5, label_share=0.5).take(400)
+    same = sum(a == b for a, b in zip(half, plain_eps, strict=True))
+    assert 150 < same < 250  # about half the episodes keep their plain shots
+
+
+def test_label_share_leaves_tasks_without_a_label_set_alone(bb_choices):
+    from hypertuning.data.episodes import EpisodeSampler
+
+    varied = get_collection("bigbench", path=str(bb_choices)).load("varied")
+    assert EpisodeSampler([varied], k=4, seed=1, label_share=1.0).take(30) == EpisodeSampler(
+        [varied], k=4, seed=1
+    ).take(30)
+    with pytest.raises(Exception, match=r"label_share .* in \[0, 1\]"):
+        EpisodeSampler([varied], k=4, label_share=2.0)
+
+
 def test_mustread_families_mix_into_training_at_their_rate(bb_choices):
     from hypertuning.data.episodes import EpisodeSampler, MixedSampler
 

@@ -87,6 +87,9 @@ class EpisodeSampler(_Stream):
     `remap=F` gives a share F of the episodes of tasks with a fixed label set labels drawn from the
     training symbols for that episode, the same in its shots and its target (symbol tuning: the label
     mapping can then only be read off the shots);
+    `label_share=F` gives a share F of the episodes of tasks with a fixed label set shots drawn at a random
+    label share (`shots_at_random_share`), independent of the target's label, so that how often a label
+    appears among the shots says nothing of the target's and only the mapping is worth reading off them;
     `shots="demonstrations"` uses the task's fixed demonstrations (S-NI's Def+2Pos setting, K <= their
     number; K=0 with an instruction is the Def setting). Tasks with fewer than K+1 examples are reported
     and left out (`check_enough`).
@@ -102,6 +105,7 @@ class EpisodeSampler(_Stream):
         shots: str = "sample",
         use_instruction: bool = True,
         remap: float = 0.0,
+        label_share: float = 0.0,
     ):
         if k < 0:
             raise DataError(f"K must be >= 0, got {k}")
@@ -109,8 +113,15 @@ class EpisodeSampler(_Stream):
             raise DataError(
                 f"remap is the share of episodes whose labels become symbols, in [0, 1]; got {remap}"
             )
+        if not 0.0 <= label_share <= 1.0:
+            raise DataError(
+                "label_share is the share of episodes whose shots are drawn at a random label share, in "
+                f"[0, 1]; got {label_share}"
+            )
         if shots not in ("sample", "demonstrations"):
             raise DataError(f"shots must be 'sample' or 'demonstrations', got {shots!r}")
+        if label_share and shots != "sample":
+            raise DataError("label_share draws the shots, so it needs shots='sample'")
         if not tasks:
             raise DataError("EpisodeSampler needs at least one task")
         ids = [t.id for t in tasks]
@@ -124,13 +135,14 @@ class EpisodeSampler(_Stream):
                     f"{len(few)} task(s) have fewer than K={k} demonstrations: {', '.join(few[:10])}"
                 )
         self.k, self.seed, self.shots, self.use_instruction = k, seed, shots, use_instruction
-        self.remap = remap
+        self.remap, self.label_share = remap, label_share
         # tasks with a fixed label set, which remapped episodes relabel (symbol tuning)
-        self._labels = {t.id: fixed_labels(t) for t in self.tasks} if remap else {}
+        self._labels = {t.id: fixed_labels(t) for t in self.tasks} if remap or label_share else {}
         weights = mixing_weights([len(t) for t in self.tasks], mixing, temperature)
         # what the episode stream depends on besides the seed: a resumed run must match it exactly
         parts = [[(t.id, len(t)) for t in self.tasks], k, mixing, temperature, shots, use_instruction]
-        self.fingerprint = config_hash(*parts, *([remap] if remap else []))
+        extra = [*([remap] if remap else []), *([("label_share", label_share)] if label_share else [])]
+        self.fingerprint = config_hash(*parts, *extra)
         self._cum = list(itertools.accumulate(weights))
         self.position = 0
 
@@ -143,7 +155,14 @@ class EpisodeSampler(_Stream):
         rng = rng_for(self.seed, "episode", index)
         task = self.tasks[bisect.bisect_right(self._cum, rng.random() * self._cum[-1])]
         t = rng.randrange(len(task))
-        if self.shots == "sample":
+        labels = self._labels.get(task.id)
+        # streams of their own, so label_share=0 (and remap=0) leave every episode as it was
+        share = labels and rng_for(self.seed, "share", index).random() < self.label_share
+        if share:
+            shots = shots_at_random_share(
+                task.examples, labels, self.k, rng_for(self.seed, "share-shots", index), t
+            )
+        elif self.shots == "sample":
             shots = sample_shots(task.examples, self.k, self.seed, "episode", index, exclude=t)
         else:
             shots = list(task.demonstrations[: self.k])
@@ -154,9 +173,7 @@ class EpisodeSampler(_Stream):
             task.instruction if self.use_instruction else None,
             task.shot_separator,
         )
-        labels = self._labels.get(task.id)
-        # a stream of its own, so remap=0 leaves every episode as it was
-        if labels and rng_for(self.seed, "remap", index).random() < self.remap:
+        if labels and self.remap and rng_for(self.seed, "remap", index).random() < self.remap:
             ep = remap_episode(
                 ep, labels, rng_for(self.seed, "remap-symbols", index), task.meta.get("choice_prefix")
             )
@@ -174,6 +191,43 @@ class EpisodeSampler(_Stream):
     def load_state_dict(self, state: dict) -> None:
         check_state("sampler", state, self.state_dict(), ("seed", "k", "tasks", "fingerprint"))
         self.position = int(state["position"])
+
+
+def shots_at_random_share(
+    examples: Sequence[Example], labels: Sequence[str], k: int, rng, exclude: int
+) -> list[Example]:
+    """K examples other than the target (`exclude`) whose label counts do not depend on the target's label:
+    every label once where K allows, the rest at a share drawn uniformly from the simplex (normalised
+    exponentials) for this episode, capped by how many examples each label has; in random order.
+
+    Why: in-context learning, and a readout built on it, copies the labels' share in the shots as a prior.
+    Drawn as `sample_shots` draws them, that share follows the task's, so training rewards copying it; on
+    a held-out task whose shots are skewed against its evaluated items (BIG-bench's known_unknowns, 46
+    examples: 69% "Unknown" among the shots, 35% among the items) the copy costs 24 points. At a random
+    share the shots still give the mapping, but not the prior."""
+    avoid = examples[exclude].input
+    by = {lab: [] for lab in labels}
+    for i, e in enumerate(examples):
+        if i != exclude and e.input != avoid and e.answers:
+            by.setdefault(e.choices[e.answers[0]], []).append(i)
+    have = [lab for lab in labels if by[lab]]
+    if sum(len(by[lab]) for lab in have) < k:
+        raise DataError(f"asked for {k} examples but only {sum(len(by[x]) for x in have)} are available")
+    weights = [rng.expovariate(1.0) for _ in have]
+    counts = dict.fromkeys(have, 0)
+    for lab in rng.sample(have, min(k, len(have))):
+        counts[lab] = 1
+    for lab in rng.choices(have, weights=weights, k=k - sum(counts.values())):
+        counts[lab] += 1
+    # a label asked for more often than it occurs gives the rest to labels with examples to spare
+    spill = sum(max(0, counts[lab] - len(by[lab])) for lab in have)
+    counts = {lab: min(c, len(by[lab])) for lab, c in counts.items()}
+    for lab in sorted(have, key=lambda x: -weights[have.index(x)]):
+        more = min(spill, len(by[lab]) - counts[lab])
+        counts[lab], spill = counts[lab] + more, spill - more
+    chosen = [i for lab in have for i in rng.sample(by[lab], counts[lab])]
+    rng.shuffle(chosen)
+    return [examples[i] for i in chosen]
 
 
 class MixedSampler(_Stream):

@@ -54,6 +54,9 @@ class DataConfig:
     remap: float = (
         0.0  # share of training episodes (tasks with a fixed label set) whose labels become symbols
     )
+    # share of training episodes (tasks with a fixed label set, mustread's included) whose shots are drawn at
+    # a random label share, independent of the target's label (data/episodes.py, shots_at_random_share)
+    label_share: float = 0.0
     mustread: float = 0.0  # share of training episodes drawn from the `mustread` training families
     mustread_options: dict = field(default_factory=dict)  # the mustread collection's options (train_tasks...)
 

@@ -194,13 +194,14 @@ class EpisodeObjective(Objective):
         self.hypermodel = self.build_hypermodel()
         kw = dict(k=d.k if self.reads_shots else 0, mixing=d.mixing, temperature=d.temperature, shots=d.shots)
         kw["use_instruction"] = d.use_instruction
-        self.sampler = EpisodeSampler(self.tasks, seed=cfg.seed, remap=d.remap, **kw)
+        share = {"label_share": d.label_share} if d.label_share else {}  # training episodes only
+        self.sampler = EpisodeSampler(self.tasks, seed=cfg.seed, remap=d.remap, **share, **kw)
         if d.mustread:  # must-read training families mixed in (they never share a word with held-out ones)
             extra = get_collection("mustread", **d.mustread_options)
             extra_tasks = [extra.load(n) for n in extra.split()[0]]
             self.sampler = MixedSampler(
                 self.sampler,
-                EpisodeSampler(extra_tasks, seed=cfg.seed, **kw),
+                EpisodeSampler(extra_tasks, seed=cfg.seed, **share, **kw),
                 d.mustread,
                 cfg.seed,
                 options=d.mustread_options,
