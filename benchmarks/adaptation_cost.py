@@ -85,7 +85,7 @@ def main() -> None:
         probe = Trainer(load_config(CONFIG, [f"run_dir={run / 'probe'}", "peft.init=random", *common]))
         obj = probe.objective
         ds, task, examples = obj.downstream, obj.task, list(obj.eval_examples)
-        hm = HyperModel.from_pretrained(hyper, downstream=ds)
+        hm = HyperModel.from_pretrained(hyper, downstream=ds, device=str(ds.device))
         pairs = [(e.input, e.target) for e in obj.shots]
 
         def adapt(hm=hm, pairs=pairs, instruction=task.instruction):
@@ -125,7 +125,7 @@ def main() -> None:
             (loss / n).backward()
 
         step_flops = _flops(step)
-        del probe, obj, step
+        del probe, obj, step, ds, batch, contexts  # train() below loads its own copy of the model
         for _ in train(rcfg):
             pass
         recs = [json.loads(x) for x in (run / "random" / "metrics.jsonl").read_text().splitlines()]

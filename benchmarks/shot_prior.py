@@ -33,11 +33,11 @@ def main() -> None:
     methods = a.methods or list(dict.fromkeys(r["method"] for r in recs))
     tasks = list(dict.fromkeys(r["task"] for r in recs))
     print(
-        "| task | seed | shots' most common answer | its share: shots | evaluated | always it | "
+        "| task | seed | shots' most common answer | its share: shots | evaluated (= accuracy of always it) | "
         + " | ".join(f"{m}: acc / answers it" for m in methods)
         + " |"
     )
-    print("|---" * (6 + len(methods)) + "|")
+    print("|---" * (5 + len(methods)) + "|")
     for tid in tasks:
         collection, _, name = tid.partition(":")
         task = get_collection(collection).load(name)
@@ -57,6 +57,11 @@ def main() -> None:
                 if r is None:
                     cells.append("-")
                     continue
+                if len(r["predictions"]) != len(items):
+                    raise SystemExit(
+                        f"{a.records}: {m} on {tid} scored {len(r['predictions'])} items, not "
+                        f"{len(items)}: pass the evaluation's --max-examples and --pool-size"
+                    )
                 said = [
                     e.choices[p] if isinstance(p, int) else p
                     for e, p in zip(items, r["predictions"], strict=True)
@@ -64,8 +69,9 @@ def main() -> None:
                 cells.append(f"{r['score']:.1f} / {100 * sum(x == label for x in said) / len(said):.0f}%")
             always = 100 * sum(g == label for g in gold) / len(gold)
             print(
-                f"| {task.name} | {seed} | {label!r} | {100 * n / len(shots):.0f}% | {always:.0f}% | "
-                f"{always:.1f} | " + " | ".join(cells) + " |"
+                f"| {task.name} | {seed} | {label!r} | {100 * n / len(shots):.0f}% | {always:.1f}% | "
+                + " | ".join(cells)
+                + " |"
             )
 
 

@@ -166,7 +166,10 @@ def fetch_pypi_file(project: str, filename: str) -> Path:
         ) from None
     entry = next((f for f in files if f["filename"] == filename), None)
     if entry is None:
-        listed = ", ".join(f["filename"] for f in files[:5]) or "nothing"
+        names = [f["filename"] for f in files]
+        listed = (
+            ", ".join(names[-5:]) + (f" and {len(names) - 5} more" if len(names) > 5 else "") or "nothing"
+        )
         raise HypertuningError(
             f"{index} lists no file {filename} (it lists {listed}). Point HYPERTUNING_PYPI_INDEX at an "
             f"index that has it, or download {filename} by hand and put it at {target}"

@@ -116,6 +116,25 @@ def demo_config(downstream: str, run_dir: Path, scale: dict, collection: str = "
     }
 
 
+def _check_earlier_demo(run_dir: Path, cfg) -> None:
+    """A hypermodel left by a demo with other settings (another --steps, or an earlier version's recipe)
+    is neither reused under this one's name nor resumed: say so, and what to do."""
+    from ._io import read_json
+    from .errors import HypertuningError
+    from .train.config import config_changes
+
+    saved = run_dir / "config.json"
+    if not saved.is_file():
+        return
+    changed = config_changes(read_json(saved, "demo run config"), cfg.to_dict())
+    if changed:
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        raise HypertuningError(
+            f"{run_dir} holds a hypermodel of a demo with other settings ({shown}), an earlier version's "
+            f"perhaps. Remove {run_dir.parent} (its scores too are that hypermodel's) or pass another --out."
+        )
+
+
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -159,6 +178,10 @@ def run_demo(args) -> None:
     else:
         run_dir = out / "hypermodel"
         hyper_dir = run_dir / "final"
+        cfg = RunConfig.from_dict(
+            demo_config(args.downstream, run_dir, scale, args.collection), "demo config"
+        )
+        _check_earlier_demo(run_dir, cfg)
         if hyper_dir.is_dir():
             _say(f"[2/4] hypermodel: trained by an earlier demo, {hyper_dir}")
         else:
@@ -170,9 +193,6 @@ def run_demo(args) -> None:
                 "Interrupt freely: the next run resumes."
             )
             t0 = time.perf_counter()
-            cfg = RunConfig.from_dict(
-                demo_config(args.downstream, run_dir, scale, args.collection), "demo config"
-            )
             train(cfg, resume=True)
             _say(f"      trained in {(time.perf_counter() - t0) / 60:.1f} min")
     hm = HyperModel.from_pretrained(hyper_dir, downstream=ds, device=device)

@@ -14,6 +14,7 @@ from hypertuning.cli import main
 from hypertuning.data import Example, Task, get_collection, heldout_shots
 from hypertuning.data.collections.mustread import FAMILIES, HELDOUT_SYMBOLS, TRAIN_SYMBOLS
 from hypertuning.data.remap import SkipTask
+from hypertuning.errors import DataError
 from hypertuning.eval import EvalSettings, evaluate
 from hypertuning.eval.dependence import chance, dependence, label_permutations, other_task
 from hypertuning.eval.methods import Adaptation, Method
@@ -458,12 +459,21 @@ def test_label_share_shots_say_nothing_of_the_target_label():
     def yes_share(ep):
         return sum(s.target == "yes" for s in ep.shots) / len(ep.shots)
 
+    def own_share(eps, label):  # the mean share of the target's own label among its shots
+        return fmean(
+            sum(s.target == label for s in e.shots) / len(e.shots) for e in eps if e.target.target == label
+        )
+
     eps, plain_eps = shared.take(400), plain.take(400)
     assert [e.target for e in eps] == [e.target for e in plain_eps]  # the same targets
     for e in eps:
         assert len({s.input for s in e.shots}) == 8 and e.target.input not in {s.input for s in e.shots}
         assert {s.target for s in e.shots} == {"yes", "no"}  # the mapping is always there to read
     assert fmean(yes_share(e) for e in plain_eps) > 0.8
+    # plainly drawn, a "yes" target sees about 90% "yes" shots and a "no" target about 10% "no" ones
+    assert own_share(plain_eps, "yes") > 0.8 and own_share(plain_eps, "no") < 0.2
+    # at a random share, either target sees its own label about as often as the other (one fewer to give)
+    assert 0.35 < own_share(eps, "yes") < 0.65 and 0.3 < own_share(eps, "no") < 0.65
     assert 0.35 < fmean(yes_share(e) for e in eps) < 0.65  # a share drawn from the simplex, not the task's
     shares = sorted(yes_share(e) for e in eps)
     assert shares[40] <= 0.25 and shares[-40] >= 0.75  # spread: skewed both ways
@@ -486,8 +496,27 @@ def test_label_share_leaves_tasks_without_a_label_set_alone(bb_choices):
     assert EpisodeSampler([varied], k=4, seed=1, label_share=1.0).take(30) == EpisodeSampler(
         [varied], k=4, seed=1
     ).take(30)
-    with pytest.raises(Exception, match=r"label_share .* in \[0, 1\]"):
+    with pytest.raises(DataError, match=r"label_share .* in \[0, 1\]"):
         EpisodeSampler([varied], k=4, label_share=2.0)
+
+
+def test_label_share_with_a_rare_label_or_fewer_shots_than_labels():
+    """A label drawn more often than it occurs gives the rest to the others, so K shots still come, all
+    distinct; with K below the number of labels, K different labels."""
+    from hypertuning.data.episodes import shots_at_random_share
+    from hypertuning.data.task import rng_for
+
+    rare = [Example(f"q{i}", choices=("yes", "no"), answers=(int(i < 2),)) for i in range(102)]
+    for index in range(50):
+        shots = shots_at_random_share(rare, ("no", "yes"), 8, rng_for(0, "t", index), exclude=50)
+        assert len({s.input for s in shots}) == 8 and "q50" not in {s.input for s in shots}
+        assert 1 <= sum(s.target == "no" for s in shots) <= 2  # both "no" examples at most, at least one
+        assert shots == shots_at_random_share(rare, ("no", "yes"), 8, rng_for(0, "t", index), exclude=50)
+    three = [Example(f"q{i}", choices=("a", "b", "c"), answers=(i % 3,)) for i in range(30)]
+    for index in range(20):
+        shots = shots_at_random_share(three, ("a", "b", "c"), 2, rng_for(1, "t", index), exclude=0)
+        assert len({s.target for s in shots}) == 2
+    assert shots_at_random_share(three, ("a", "b", "c"), 0, rng_for(1, "t", 0), exclude=0) == []
 
 
 def test_mustread_families_mix_into_training_at_their_rate(bb_choices):

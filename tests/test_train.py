@@ -475,3 +475,20 @@ def test_logged_lr_is_the_one_the_step_used(tmp_path):
     logged = [r["lr"] for r in metrics(tmp_path) if "lr" in r]
     expected = [lr * s / 3 if s < 3 else lr * (6 - s) / 3 for s in range(6)]
     assert logged == pytest.approx(expected)
+
+
+def test_a_run_saved_before_an_option_existed_resumes_at_its_default():
+    """A checkpoint's config.json written before `data.label_share` existed lacks the key: resuming with
+    the option at its default is the same run, with the option set it is not."""
+    import copy
+
+    from hypertuning.train.config import RunConfig, config_changes
+
+    new = RunConfig.from_dict({"objective": "mtf_hyper", "run_dir": "r"}).to_dict()
+    old = copy.deepcopy(new)
+    del old["data"]["label_share"]
+    assert config_changes(old, new) == []
+    new["data"]["label_share"] = 0.5
+    assert config_changes(old, new) == ["data.label_share"]
+    new["data"]["label_share"], new["data"]["k"] = 0.0, 4  # a key both have still counts
+    assert config_changes(old, new) == ["data.k"]

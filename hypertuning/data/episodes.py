@@ -157,7 +157,7 @@ class EpisodeSampler(_Stream):
         t = rng.randrange(len(task))
         labels = self._labels.get(task.id)
         # streams of their own, so label_share=0 (and remap=0) leave every episode as it was
-        share = labels and rng_for(self.seed, "share", index).random() < self.label_share
+        share = self.label_share and labels and rng_for(self.seed, "share", index).random() < self.label_share
         if share:
             shots = shots_at_random_share(
                 task.examples, labels, self.k, rng_for(self.seed, "share-shots", index), t
@@ -198,13 +198,17 @@ def shots_at_random_share(
 ) -> list[Example]:
     """K examples other than the target (`exclude`) whose label counts do not depend on the target's label:
     every label once where K allows, the rest at a share drawn uniformly from the simplex (normalised
-    exponentials) for this episode, capped by how many examples each label has; in random order.
+    exponentials) for this episode, capped by how many examples each label has (the target's own label has
+    one fewer to give, the only way the target shows); in random order. An example counts under its first
+    correct answer, which is what a shot shows unless the task gives a free-text output as well.
 
     Why: in-context learning, and a readout built on it, copies the labels' share in the shots as a prior.
     Drawn as `sample_shots` draws them, that share follows the task's, so training rewards copying it; on
     a held-out task whose shots are skewed against its evaluated items (BIG-bench's known_unknowns, 46
     examples: 69% "Unknown" among the shots, 35% among the items) the copy costs 24 points. At a random
     share the shots still give the mapping, but not the prior."""
+    if k == 0:
+        return []
     avoid = examples[exclude].input
     by = {lab: [] for lab in labels}
     for i, e in enumerate(examples):

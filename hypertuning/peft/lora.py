@@ -101,12 +101,19 @@ class LoraTarget(Target):
         **options,
     ):
         first = next(iter(spec.kinds.values()))
-        if modules == ALL_LINEAR:  # peft's word; here the attention block's linears, what this target adapts
+        if modules == ALL_LINEAR:
+            # peft's word, scoped to what this target adapts: every linear layer of the attention block
+            # (peft's own "all-linear" takes the MLP's too; the exported adapter names the modules it has)
             modules = [m for m in first.linears if all(m in ks.linears for ks in spec.kinds.values())]
+            if not modules:
+                raise HypertuningError(
+                    f"LoRA modules {ALL_LINEAR!r}: the attention kinds of this {spec.model_type} model "
+                    f"({', '.join(spec.kinds)}) share no linear layer; name them instead"
+                )
         elif isinstance(modules, str):
             raise HypertuningError(
                 f"LoRA modules must be a list of names or {ALL_LINEAR!r} (every linear layer of the "
-                f"attention block); got {modules!r}"
+                f"attention block, not the MLP's); got {modules!r}"
             )
         modules = list(modules or first.default_lora)
         for kind, ks in spec.kinds.items():

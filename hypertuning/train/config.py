@@ -272,14 +272,29 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
-    """Dotted keys whose values differ between two resolved configs, other than those a resume may change."""
-    a, b = flatten(old), flatten(new)
+    """Dotted keys whose values differ between two resolved configs, other than those a resume may change.
+    A key the saved config lacks (added to the library since it was written) counts as its default, so an
+    interrupted run resumes under a newer version as long as it leaves the new option at its default."""
+    a, b, default = flatten(old), flatten(new), flatten(_defaults())
     keys = sorted(set(a) | set(b))
     return [
         k
         for k in keys
-        if a.get(k) != b.get(k) and not any(k == c or k.startswith(c) for c in RESUMABLE_CHANGES)
+        if a.get(k, default.get(k)) != b.get(k)
+        and not any(k == c or k.startswith(c) for c in RESUMABLE_CHANGES)
     ]
+
+
+def _defaults() -> dict:
+    """Every section's default values, as a resolved config holds them (objective and run_dir have none)."""
+    out = {}
+    for f in fields(RunConfig):
+        if f.default_factory is not MISSING:
+            value = f.default_factory()
+            out[f.name] = asdict(value) if is_dataclass(value) else value
+        elif f.default is not MISSING:
+            out[f.name] = f.default
+    return out
 
 
 def expand_sweep(cfg: RunConfig) -> list[tuple[str, RunConfig]]:
