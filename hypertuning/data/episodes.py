@@ -205,7 +205,7 @@ def shots_at_random_share(
     Why: in-context learning, and a readout built on it, copies the labels' share in the shots as a prior.
     Drawn as `sample_shots` draws them, that share follows the task's, so training rewards copying it; on
     a held-out task whose shots are skewed against its evaluated items (BIG-bench's known_unknowns, 46
-    examples: 69% "Unknown" among the shots, 35% among the items) the copy costs 24 points. At a random
+    examples: 69% "Unknown" among the shots, 35% among the items) the copy costs 28-31 points. At a random
     share the shots still give the mapping, but not the prior."""
     if k == 0:
         return []
