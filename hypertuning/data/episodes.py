@@ -226,7 +226,8 @@ def shots_at_random_share(
     # a label asked for more often than it occurs gives the rest to labels with examples to spare
     spill = sum(max(0, counts[lab] - len(by[lab])) for lab in have)
     counts = {lab: min(c, len(by[lab])) for lab, c in counts.items()}
-    for lab in sorted(have, key=lambda x: -weights[have.index(x)]):
+    for j in sorted(range(len(have)), key=lambda j: -weights[j]):
+        lab = have[j]
         more = min(spill, len(by[lab]) - counts[lab])
         counts[lab], spill = counts[lab] + more, spill - more
     chosen = [i for lab in have for i in rng.sample(by[lab], counts[lab])]
