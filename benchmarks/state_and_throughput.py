@@ -2,11 +2,13 @@
 on the real SmolLM2-135M.
 
 1. Bytes a server keeps per task: the hypermodel's generated phi (as held in memory, and as its PEFT file
-   on disk: a select-readout prefix saves its real columns only), and a 16-token prefix from its shapes,
+   on disk: a select-readout prefix keeps its real columns only; the readout's own batch output, padded to
+   P columns with a mask, is what memory held before `Adapter.compact`), and a 16-token prefix from its shapes,
    against the key/value cache of the same K=16 examples written in context, measured from the
    `DynamicCache` transformers returns for each task's in-context prompt.
 2. Throughput of one batched forward pass scoring a one-token continuation, with every row on a different
-   task's adapter, with every row carrying its task's in-context prompt, and on the bare base model, at
+   task's adapter (compact, and padded to P as before), with every row carrying its task's in-context
+   prompt, and on the bare base model, at
    several batch sizes and input lengths; the three ways run side by side, alternating, median of
    --repeats.
 
@@ -48,7 +50,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    from hypertuning import HyperModel, load_downstream
+    from hypertuning import Adapter, HyperModel, load_downstream
     from hypertuning.data.collections import get_collection
     from hypertuning.data.episodes import heldout_shots
 
@@ -66,12 +68,12 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
         f"hypermodel {'trained: ' + args.hypermodel if trained else 'untrained, demo size'}; fp32"
     )
-    prompts, adapters, inputs = [], [], []
+    prompts, adapters, padded, inputs = [], [], [], []
     print(
-        "\n| task | in-context prompt tokens (K=16) | KV cache | phi in memory | phi PEFT file | "
-        "prefix phi (P=16) | KV / phi file |"
+        "\n| task | in-context prompt tokens (K=16) | KV cache | phi in memory | phi padded to P | "
+        "phi PEFT file | prefix phi (P=16) | KV / phi file |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     # fp32 key and value vectors of 16 virtual tokens in every layer (its zero phi has P=0, so from shapes)
     prefix_bytes = sum(
         ks.num_layers * 2 * ks.kv_heads * 16 * ks.head_dim * 4 for ks in ds.spec.kinds.values()
@@ -85,6 +87,9 @@ def main() -> None:
         prompt = ds.encode_in_context(pairs, task.instruction, query)
         kv = _kv_bytes(ds.model(input_ids=torch.tensor([prompt]), use_cache=True).past_key_values)
         adapter = hm.generate(pairs, task.instruction)
+        # the readout's batch output as it is, before compaction (P columns, spare ones masked)
+        whole = {k: v.detach() for k, v in hm(*hm.encode([pairs], [task.instruction])).items()}
+        padded.append(Adapter(adapter.target, adapter.options, adapter.spec, whole, adapter.meta))
         with tempfile.TemporaryDirectory() as where:
             adapter.save_pretrained(where)
             on_disk = (Path(where) / "adapter_model.safetensors").stat().st_size
@@ -93,7 +98,8 @@ def main() -> None:
         inputs.extend(ds.encode_inputs([e.input for e in evaluation.examples[:20]]))
         print(
             f"| {task.id} | {len(prompt)} | {kv / 1e6:.2f} MB | {adapter.nbytes / 1e6:.2f} MB | "
-            f"{on_disk / 1e6:.2f} MB | {prefix_bytes / 1e6:.2f} MB | {kv / on_disk:.2f}x |",
+            f"{padded[-1].nbytes / 1e6:.2f} MB | {on_disk / 1e6:.2f} MB | {prefix_bytes / 1e6:.2f} MB | "
+            f"{kv / on_disk:.2f}x |",
             flush=True,
         )
     stream = [t for ids in inputs for t in ids]  # real task text, cut into rows of exact lengths
@@ -107,6 +113,7 @@ def main() -> None:
             ways = {
                 "base": (rows, None),
                 "adapters": (rows, [adapters[i % len(adapters)] for i in range(b)]),
+                "adapters padded to P": (rows, [padded[i % len(padded)] for i in range(b)]),
                 "in-context": ([prompts[i % len(prompts)] + r for i, r in enumerate(rows)], None),
             }
             times: dict[str, list[float]] = {w: [] for w in ways}

@@ -80,19 +80,13 @@ class Adapter:
                 )
         if len(adapters) == 1:
             return a0
-        keys = dict.fromkeys(k for a in adapters for k in a.phi)
-        return Adapter(
-            a0.target,
-            a0.options,
-            a0.spec,
-            {
-                k: torch.cat(
-                    [a.phi[k] if k in a.phi else a.target_obj.missing_entry(a.phi, k) for a in adapters]
-                )
-                for k in keys
-            },
-            a0.meta,
-        )
+        phi = a0.target_obj.stack([a.phi for a in adapters])
+        return Adapter(a0.target, a0.options, a0.spec, phi, a0.meta)
+
+    def compact(self) -> Adapter:
+        """This adapter without the storage that changes nothing (a select readout's padding columns):
+        what `HyperModel.generate` returns and a server keeps."""
+        return Adapter(self.target, self.options, self.spec, self.target_obj.compact(self.phi), self.meta)
 
     # -- files -----------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:

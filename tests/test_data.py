@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hypertuning import DataError, HyperModel
+from hypertuning import DataError, HyperModel, HypertuningError
 from hypertuning.cli import main
 from hypertuning.data import (
     CaclmCorpus,
@@ -101,6 +101,54 @@ def test_bigbench_corrupt_sdist_is_reported(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="not a readable BIG-bench sdist"):
         BigBench(path=str(bad)).task_names()
     assert not list((tmp_path / "cache" / "datasets").iterdir())  # no half-built cache
+
+
+def test_bigbench_from_a_checkout_or_archive_of_the_repository(bb_sdist, tmp_path, monkeypatch):
+    """Where the index does not serve the sdist: a checkout of google/BIG-bench (the same files under
+    bigbench/) and a source archive with another top folder give the same tasks as the sdist, each
+    extracted once into a cache of its own; $HYPERTUNING_BIGBENCH makes one the default."""
+    import tarfile
+
+    checkout = tmp_path / "BIG-bench"
+    with tarfile.open(bb_sdist) as tf:
+        for m in tf:
+            rel = m.name.split("/", 1)[1]
+            (checkout / rel).parent.mkdir(parents=True, exist_ok=True)
+            (checkout / rel).write_bytes(tf.extractfile(m).read())
+    archive = tmp_path / "BIG-bench-main.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(checkout, arcname="BIG-bench-main")
+
+    def tasks(bb):
+        return {n: bb.load(n).examples for n in bb.task_names()}, bb.default_heldout()
+
+    want = tasks(BigBench(path=str(bb_sdist)))
+    roots = set()
+    for source in (checkout, archive):
+        bb = BigBench(path=str(source))
+        assert tasks(bb) == want
+        roots.add(bb.root)
+    monkeypatch.setenv("HYPERTUNING_BIGBENCH", str(checkout))
+    assert BigBench().root in roots and tasks(BigBench()) == want
+    assert len(roots | {BigBench(path=str(bb_sdist)).root}) == 3  # no source reuses another's extraction
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="neither index.json .* nor bigbench/benchmark_tasks/"):
+        BigBench(path=str(tmp_path / "empty")).task_names()
+    with pytest.raises(DataError, match="BIG-bench source not found"):
+        BigBench(path=str(tmp_path / "nowhere")).task_names()
+
+
+def test_bigbench_unavailable_from_the_index_says_how_else_to_give_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYPERTUNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HYPERTUNING_BIGBENCH", raising=False)
+
+    def lists_only_0_0_1(project, filename):
+        raise HypertuningError(f"the index lists no file {filename} (it lists bigbench-0.0.1.tar.gz)")
+
+    monkeypatch.setattr("hypertuning.data.collections.bigbench.fetch_pypi_file", lists_only_0_0_1)
+    with pytest.raises(DataError, match="lists no file bigbench-1.0.0.tar.gz .* set HYPERTUNING_BIGBENCH"):
+        BigBench().task_names()
 
 
 # -- splits and episodes ---------------------------------------------------------------------------------

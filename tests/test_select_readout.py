@@ -82,19 +82,25 @@ def test_selection_is_ascending_distinct_and_sized(ids, keep, slots):
     assert all(0 <= j < len(ids) for j in got)
 
 
-def test_short_examples_mark_spare_columns_and_batch_exactly(llama, examples):
+def test_short_examples_mark_spare_columns_and_generate_leaves_them_out(llama, examples):
+    """The readout's batch output pads each row to P with masked columns; each task's adapter from
+    `generate` holds its real columns only, and equals its row of a batch."""
     hm = _select(llama, slots=40, keep=2)
     short = [("a", "b")]
     n = len(hm.encode_ids(short))
+    with torch.no_grad():
+        phi = hm(*hm.encode([short, examples]))
+    assert phi["self.mask"][0].tolist() == [1.0] * n + [0.0] * (40 - n)
+    assert phi["self"][0, ..., n:, :].abs().max() == 0 and phi["self"][0, ..., :n, :].abs().max() > 0
     a = hm.generate(short)
-    phi = a.phi["self"]  # [1, L, 2, Hkv, P, D]
-    assert phi[..., n:, :].abs().max() == 0 and phi[..., :n, :].abs().max() > 0
-    assert a.phi["self.mask"].tolist() == [[1.0] * n + [0.0] * (40 - n)]
+    assert set(a.phi) == {"self"} and a.phi["self"].shape[-2] == n  # every column left is real
+    torch.testing.assert_close(a.phi["self"], phi["self"][:1, ..., :n, :], atol=1e-6, rtol=0)
+    assert a.nbytes * 40 == phi["self"][:1].nbytes * n  # n columns stored, not 40
     batch = hm.generate_batch([examples, OTHER, short])
     for ex, row in zip([examples, OTHER, short], batch, strict=True):
         alone = hm.generate(ex)
-        for k in ("self", "self.mask"):
-            torch.testing.assert_close(row.phi[k], alone.phi[k], atol=1e-6, rtol=0)
+        assert row.phi.keys() == alone.phi.keys()
+        torch.testing.assert_close(row.phi["self"], alone.phi["self"], atol=1e-6, rtol=0)
 
 
 def test_more_slots_than_positions_is_in_context_learning_exactly(llama, examples):
@@ -111,14 +117,16 @@ def test_more_slots_than_positions_is_in_context_learning_exactly(llama, example
 
 
 def test_masked_adapter_in_a_mixed_batch_equals_each_row_alone(llama, examples):
-    """A select adapter with spare columns, a plain prefix of the same length (no mask: every column real)
-    and the base model, in one batch: each row's logits are those it has alone."""
+    """A select adapter (its real columns only), a longer plain prefix (no mask: every column real) and the
+    base model, in one batch that pads the shorter prefix with masked columns: each row's logits are those
+    it has alone."""
     from hypertuning import Adapter
 
     sel = _select(llama, slots=12, keep=1).generate([("a", "b")])
-    assert sel.phi["self.mask"].sum() < 12
+    assert sel.phi["self"].shape[-2] < 12  # generate left its spare columns out: a batch pads it again
     torch.manual_seed(0)
-    plain = Adapter(sel.target, sel.options, sel.spec, {"self": torch.randn_like(sel.phi["self"])}, {})
+    longer = torch.randn(*sel.phi["self"].shape[:-2], 12, sel.phi["self"].shape[-1])
+    plain = Adapter(sel.target, sel.options, sel.spec, {"self": longer}, {})
     q = llama.tokenizer(INPUTS[1], add_special_tokens=False)["input_ids"]
     ids = torch.tensor([q] * 3)
     with torch.no_grad():
@@ -219,3 +227,33 @@ def test_cli_new_select(tiny_dirs, tmp_path, capsys):
     assert isinstance(hm, SelectReadout) and (hm.target.prefix_len, hm.opts["keep"]) == (5, 1)
     bad = ["new", "--downstream", str(tiny_dirs["llama"]), "--keep", "1", "--out", str(tmp_path / "x")]
     assert main(bad) == 2 and "--keep belongs to --readout select" in capsys.readouterr().err
+
+
+def test_hyper_initialised_prefix_starts_at_the_generated_adapter(llama, tiny_dirs, tmp_path):
+    """Ordinary prefix tuning started from a select readout (peft.init=hyper) attends to every column it
+    has, so it must have the generated adapter's real columns only: its step-0 logits are the adapter's.
+    (With the readout's P columns, the spare zero ones took attention mass.)"""
+    from pathlib import Path
+
+    from hypertuning.train.config import load_config
+    from hypertuning.train.objectives.peft import PeftTask
+
+    hm = HyperModel.create(llama, "prefix", readout="select", readout_options={"slots": 400})
+    hm.save_pretrained(tmp_path / "hyper")
+    root = Path(__file__).resolve().parents[1]
+    over = [
+        f"run_dir={tmp_path / 'run'}",
+        "sweep={}",
+        "peft.target=prefix",
+        "peft.init=hyper",
+        f"peft.init_from={tmp_path / 'hyper'}",
+        f"downstream.model={tiny_dirs['llama']}",
+    ]
+    obj = PeftTask(load_config(root / "configs/smoke/peft_task.yaml", over))
+    adapter = hm.generate([(e.input, e.target) for e in obj.shots], obj.task.instruction)
+    assert 0 < adapter.phi["self"].shape[-2] < 400
+    q = llama.tokenizer(INPUTS[1], add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        started = obj.module.target.bind(obj.module.params())
+        got = obj.downstream.model(input_ids=torch.tensor([q]), **{PHI_KWARG: started}).logits[0]
+    torch.testing.assert_close(got, _logits(llama, q, adapter), atol=1e-5, rtol=1e-5)

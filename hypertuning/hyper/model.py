@@ -168,7 +168,8 @@ class HyperModel(nn.Module):
             {k: v.detach() for k, v in phi.items()},
             {"hypermodel": self.fingerprint()},
         )
-        return [adapter[i] for i in range(len(tasks))]
+        # each task's own adapter, without the padding a batch needed (a select readout's spare columns)
+        return [adapter[i].compact() for i in range(len(tasks))]
 
     def generate(self, examples, instruction: str | None = None, stats=None) -> Adapter:
         """The adapter for one task from its few-shot examples (dicts with input/output, or pairs)."""

@@ -109,8 +109,23 @@ class Target:
         raise HypertuningError(f"Adapters in one batch must hold the same tensors; one lacks phi[{key!r}]")
 
     def from_saved(self, phi: Phi) -> Phi:
-        """phi read back from an adapter directory (peft file plus our extras) -> the phi that was saved."""
+        """phi read back from an adapter directory (peft file plus our extras) -> phi to use."""
         return phi
+
+    def shaped_like(self, phi: Phi) -> Target:
+        """The target whose trainable parameters (`trainable`) take one task's generated `phi` as it is."""
+        return self
+
+    def compact(self, phi: Phi) -> Phi:
+        """The same adapter(s) without storage that changes nothing (a prefix's padding columns)."""
+        return phi
+
+    def stack(self, phis: list[Phi]) -> Phi:
+        """Many tasks' phi as one batch, row i = phis[i]; an entry some lack means `missing_entry`."""
+        keys = dict.fromkeys(k for phi in phis for k in phi)
+        return {
+            k: torch.cat([phi[k] if k in phi else self.missing_entry(phi, k) for phi in phis]) for k in keys
+        }
 
 
 TARGETS: Registry[type[Target]] = Registry("PEFT target")

@@ -242,22 +242,72 @@ class PrefixTarget(Target):
         return super().missing_entry(phi, key)
 
     def from_saved(self, phi: Phi) -> Phi:
-        """phi as `Adapter.from_pretrained` read it -> phi as it was saved: a prefix whose padding columns
-        `to_peft` left out is scattered back to P columns by its mask."""
+        """phi as `Adapter.from_pretrained` read it -> phi to use: a peft file that left a prefix's padding
+        columns out (`to_peft`) is checked against the mask saved beside it, which then has no more to say."""
         for kind in self.spec.kinds:
             mask = phi.get(mask_key(kind))
             if mask is None or phi[kind].shape[-2] == mask.shape[-1]:
                 continue
-            keep = mask[0] > 0
-            if int(keep.sum()) != phi[kind].shape[-2] or mask.shape[0] != 1:
+            if mask.shape[0] != 1 or int((mask[0] > 0).sum()) != phi[kind].shape[-2]:
                 raise HypertuningError(
-                    f"prefix of {phi[kind].shape[-2]} columns but its mask marks {int(keep.sum())} of "
-                    f"{mask.shape[-1]} as real"
+                    f"prefix of {phi[kind].shape[-2]} columns but its mask marks {int((mask[0] > 0).sum())} "
+                    f"of {mask.shape[-1]} as real"
                 )
-            full = phi[kind].new_zeros(*phi[kind].shape[:-2], mask.shape[-1], phi[kind].shape[-1])
-            full[..., keep, :] = phi[kind]
-            phi = {**phi, kind: full}
-        return phi
+            phi = {k: v for k, v in phi.items() if k != mask_key(kind)}
+        return self.compact(phi)
+
+    def shaped_like(self, phi: Phi) -> PrefixTarget:
+        """A compact select-readout prefix has as many columns as its examples had positions to keep."""
+        lengths = {phi[kind].shape[-2] for kind in self.spec.kinds}
+        if any(mask_key(kind) in phi for kind in self.spec.kinds) or len(lengths) != 1:
+            raise HypertuningError(
+                "an ordinary prefix attends to every column: generate one task's adapter (compact, every "
+                "column real) to give it its start"
+            )
+        (length,) = lengths
+        if length == self.prefix_len:
+            return self
+        return type(self)(self.spec, **{**self.options, "prefix_len": length})
+
+    def compact(self, phi: Phi) -> Phi:
+        """Leave out the columns no row attends to (a select readout pads its prefix to P with them: 23.6 MB
+        of SmolLM2 cache at P = 512, most of it padding on short examples). Exact: a key carries its rotary
+        position in itself, so the real columns mean the same wherever they stand, and a padding column takes
+        no attention mass. The mask goes too when every column left is real in every row."""
+        out = dict(phi)
+        for kind in self.spec.kinds:
+            mask = phi.get(mask_key(kind))
+            if mask is None:
+                continue
+            real = (mask > 0).any(0)
+            if not bool(real.all()):
+                out[kind] = phi[kind][..., real, :]
+                out[mask_key(kind)] = mask[:, real]
+            if bool((out[mask_key(kind)] > 0).all()):
+                del out[mask_key(kind)]
+        return out
+
+    def stack(self, phis: list[Phi]) -> Phi:
+        """Prefixes of different lengths in one batch: each padded to the longest with columns its mask
+        hides (as a select readout pads its own), so every row computes what it computes alone."""
+        for kind in self.spec.kinds:
+            longest = max(phi[kind].shape[-2] for phi in phis)
+            if all(phi[kind].shape[-2] == longest for phi in phis):
+                continue
+            padded = []
+            for phi in phis:
+                t = phi[kind]
+                mask = phi.get(mask_key(kind), self.missing_entry(phi, mask_key(kind)))
+                spare = longest - t.shape[-2]
+                padded.append(
+                    {
+                        **phi,
+                        kind: nn.functional.pad(t, (0, 0, 0, spare)),
+                        mask_key(kind): nn.functional.pad(mask, (0, spare)),
+                    }
+                )
+            phis = padded
+        return super().stack(phis)
 
     def from_peft(self, config, state, family) -> Phi:
         ks = self.spec.kinds["self"]

@@ -2,8 +2,10 @@
 
 The sdist is fetched once (about 360 MB; installing the package would pull TensorFlow and more, and its
 setup cannot even build metadata), and its `bigbench/benchmark_tasks/**/task.json` files plus the BIG-bench
-Lite list are extracted into the cache together with an index, in one pass over the archive. Programmatic
-(`task.py`) tasks are not included: they need the bigbench package to run.
+Lite list are extracted into the cache together with an index, in one pass over the archive. Where an index
+does not serve that sdist (some mirrors list only 0.0.1, which holds no tasks), a checkout or source archive
+of the google/BIG-bench repository has the same layout under `bigbench/`: point `HYPERTUNING_BIGBENCH` (or
+`path=`) at it. Programmatic (`task.py`) tasks are not included: they need the bigbench package to run.
 
 Prompts follow `bigbench/api/json_task.py`: `example_input_prefix + input (+ choice_prefix + choices) +
 example_output_prefix`, with the task's `task_prefix` as the task instruction.
@@ -12,6 +14,7 @@ example_output_prefix`, with the task's `task_prefix` as the task instruction.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import logging
 import os
@@ -19,7 +22,7 @@ import tarfile
 from pathlib import Path
 
 from ..._io import atomic_dir, cache_dir, fetch_pypi_file, write_json
-from ...errors import DataError
+from ...errors import DataError, HypertuningError
 from ..task import Example, Task, cap_indices, metric_name, rng_for
 from .base import COLLECTIONS, Collection
 
@@ -41,53 +44,91 @@ DEFAULTS = {
 }
 
 
-def bigbench_dir(sdist: str | os.PathLike | None = None) -> Path:
-    """The extracted task files (fetching and extracting the sdist the first time)."""
-    out = cache_dir() / "datasets" / f"bigbench-1.0.0-v{LAYOUT}"
+def bigbench_dir(source: str | os.PathLike | None = None) -> Path:
+    """The extracted task files, built the first time from `source`: the sdist (default: fetched from
+    PyPI, or `$HYPERTUNING_BIGBENCH`), a source archive of the google/BIG-bench repository, or a checkout
+    of it. Each source is extracted once into a cache folder of its own."""
+    source = source or os.environ.get("HYPERTUNING_BIGBENCH") or None
+    if source is None:
+        out = cache_dir() / "datasets" / f"bigbench-1.0.0-v{LAYOUT}"
+        if (out / "index.json").exists():
+            return out
+        try:
+            source = fetch_pypi_file(*SDIST)
+        except HypertuningError as e:
+            raise DataError(
+                f"{e}. Or give BIG-bench another way: set HYPERTUNING_BIGBENCH (or the collection's path=) to "
+                "a checkout or source archive of https://github.com/google/BIG-bench"
+            ) from None
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"BIG-bench source not found: {source}")
+    if source.is_dir() and not (source / "bigbench" / "benchmark_tasks").is_dir():
+        raise DataError(
+            f"{source} is a directory with neither index.json (an extracted cache) nor "
+            "bigbench/benchmark_tasks/ (a checkout of the BIG-bench repository): pass the sdist, a source "
+            "archive of the repository, an extracted cache or a checkout"
+        )
+    out = cache_dir() / "datasets" / _cache_name(source)
     if (out / "index.json").exists():
         return out
-    sdist = Path(sdist) if sdist else fetch_pypi_file(*SDIST)
-    if sdist.is_dir():
-        raise DataError(
-            f"{sdist} is a directory without index.json: pass the sdist file or an extracted cache"
-        )
-    if not sdist.is_file():
-        raise DataError(f"BIG-bench sdist not found: {sdist}")
-    return atomic_dir(out, lambda tmp: _extract(sdist, tmp))
+    return atomic_dir(out, lambda tmp: _extract(source, tmp))
 
 
-def _extract(sdist: Path, out: Path) -> None:
+def _cache_name(source: Path) -> str:
+    """bigbench-1.0.0-v2 for the sdist (whatever folder it is in), else the source's name and a hash of
+    its full path, so two checkouts or archives never share an extraction."""
+    if source.name == SDIST[1]:
+        return f"bigbench-1.0.0-v{LAYOUT}"
+    stem = source.name.removesuffix(".gz").removesuffix(".tar").removesuffix(".tgz")
+    digest = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]
+    return f"bigbench-{stem}-{digest}-v{LAYOUT}"
+
+
+def _files(source: Path):
+    """(path below the `bigbench/` package folder, bytes reader) for each file of an sdist or source
+    archive (one top folder) or of a repository checkout."""
+    if source.is_dir():
+        root = source / "bigbench"
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                yield path.relative_to(root).as_posix(), path.read_bytes
+        return
+    with tarfile.open(source) as tf:
+        for m in tf:
+            if m.isfile() and "/bigbench/" in m.name:
+                yield m.name.split("/bigbench/", 1)[1], lambda m=m: tf.extractfile(m).read()
+
+
+def _extract(source: Path, out: Path) -> None:
     from tqdm.auto import tqdm
 
     index, lite = {}, None
     try:
-        with tarfile.open(sdist) as tf:
-            for m in tqdm(tf, desc="Extracting BIG-bench tasks", unit=" files", mininterval=2):
-                rel = m.name.split("/bigbench/", 1)[-1]
-                if m.isfile() and rel.startswith("benchmark_tasks/") and rel.endswith("/task.json"):
-                    name = rel[len("benchmark_tasks/") : -len("/task.json")]
-                    raw = tf.extractfile(m).read()
-                    data = json.loads(raw)
-                    examples = data.pop("examples", None)
-                    if examples:  # a leaf task (composite tasks' own task.json has none)
-                        dest = out / "tasks" / name
-                        dest.mkdir(parents=True, exist_ok=True)
-                        (dest / "task.json").write_text(json.dumps(data, ensure_ascii=False))
-                        with open(dest / "examples.jsonl", "w", encoding="utf-8") as f:
-                            f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in examples)
-                        index[name] = {
-                            "examples": len(examples),
-                            "metrics": data.get("metrics", []),
-                            "multiple_choice": all("target_scores" in e for e in examples),
-                        }
-                elif rel == "bbseqio/bigbench_lite.py":
-                    lite = _lite_names(tf.extractfile(m).read().decode())
+        for rel, read in tqdm(_files(source), desc="Extracting BIG-bench tasks", unit=" files", mininterval=2):
+            if rel.startswith("benchmark_tasks/") and rel.endswith("/task.json"):
+                name = rel[len("benchmark_tasks/") : -len("/task.json")]
+                data = json.loads(read())
+                examples = data.pop("examples", None)
+                if examples:  # a leaf task (composite tasks' own task.json has none)
+                    dest = out / "tasks" / name
+                    dest.mkdir(parents=True, exist_ok=True)
+                    (dest / "task.json").write_text(json.dumps(data, ensure_ascii=False))
+                    with open(dest / "examples.jsonl", "w", encoding="utf-8") as f:
+                        f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in examples)
+                    index[name] = {
+                        "examples": len(examples),
+                        "metrics": data.get("metrics", []),
+                        "multiple_choice": all("target_scores" in e for e in examples),
+                    }
+            elif rel == "bbseqio/bigbench_lite.py":
+                lite = _lite_names(read().decode())
     except (tarfile.TarError, OSError, json.JSONDecodeError) as e:
         raise DataError(
-            f"{sdist}: not a readable BIG-bench sdist ({e}); delete it to fetch it again"
+            f"{source}: not a readable BIG-bench sdist, archive or checkout ({e}); delete it to fetch it again"
         ) from None
     if not index:
-        raise DataError(f"{sdist} holds no benchmark_tasks/**/task.json: is it the bigbench sdist?")
+        raise DataError(f"{source} holds no benchmark_tasks/**/task.json: is it the bigbench sdist?")
     write_json(out / "lite.json", lite or [])
     write_json(out / "index.json", dict(sorted(index.items())))
 
@@ -108,7 +149,8 @@ class BigBench(Collection):
     reserved = PROSE_TASKS
 
     def __init__(self, path: str | None = None, max_examples: int | None = 1000, seed: int = 0):
-        """`path`: the sdist file or an extracted directory (default: fetch from PyPI into the cache)."""
+        """`path`: the sdist, a source archive or checkout of the BIG-bench repository, or an extracted
+        cache (default: `$HYPERTUNING_BIGBENCH`, else the sdist fetched from PyPI into the cache)."""
         super().__init__(max_examples=max_examples, seed=seed)
         self._path = path
         self._root: Path | None = None

@@ -104,7 +104,10 @@ class PeftTask(PeftObjective):
         n_eval = cfg.eval.batches * cfg.train.batch_size
         self.eval_examples = evaluation.capped(n_eval or None, seed=0).examples
         self.task, self.stats = task, Counter()
-        self.hyper = HyperModel.from_pretrained(p.init_from, self.downstream) if p.init == "hyper" else None
+        self.hyper = self.generated = None
+        if p.init == "hyper":
+            self.hyper = HyperModel.from_pretrained(p.init_from, self.downstream)
+            self.generated = self.hyper.generate([(e.input, e.target) for e in self.shots], task.instruction)
         self.module = self.build_module()
         self.initialise(p)
         self.stream_fingerprint = config_hash(
@@ -117,7 +120,7 @@ class PeftTask(PeftObjective):
                 raise CheckpointError(
                     f"{self.cfg.peft.init_from} generates {self.hyper.config.target}, not {self.cfg.peft.target}"
                 )
-            return self.hyper.target
+            return self.hyper.target.shaped_like(self.generated.phi)
         return super().build_target()
 
     def initialise(self, p) -> None:
@@ -136,11 +139,10 @@ class PeftTask(PeftObjective):
             except RuntimeError as e:
                 raise CheckpointError(f"{src / TRAINABLE_FILE} does not fit peft.options: {e}") from None
         elif p.init == "hyper":
-            adapter = self.hyper.generate([(e.input, e.target) for e in self.shots], self.task.instruction)
             if p.target == "prefix-mlp":
-                params.load_phi(adapter.phi, self.hyper.heads)
+                params.load_phi(self.generated.phi, self.hyper.heads)
             else:
-                params.load_phi(adapter.phi)
+                params.load_phi(self.generated.phi)
 
     def encode(self, examples):
         ds = self.downstream
