@@ -105,7 +105,9 @@ def _extract(source: Path, out: Path) -> None:
 
     index, lite = {}, None
     try:
-        for rel, read in tqdm(_files(source), desc="Extracting BIG-bench tasks", unit=" files", mininterval=2):
+        for rel, read in tqdm(
+            _files(source), desc="Extracting BIG-bench tasks", unit=" files", mininterval=2
+        ):
             if rel.startswith("benchmark_tasks/") and rel.endswith("/task.json"):
                 name = rel[len("benchmark_tasks/") : -len("/task.json")]
                 data = json.loads(read())
