@@ -74,7 +74,8 @@ K = 16
 
 
 def demo_config(downstream: str, run_dir: Path, scale: dict, collection: str = "bigbench") -> dict:
-    """The training run: configs/cpu-small/mtf_select.yaml's recipe at this scale's lengths."""
+    """The training run: configs/cpu-small/mtf_select.yaml's recipe at this scale's lengths. With
+    `collection="mustread"` (BIG-bench unavailable) every episode is from a must-read training family."""
     hyper_len, inp, tgt, ctx = scale["lengths"]
     return {
         "objective": "mtf_hyper",
@@ -101,7 +102,8 @@ def demo_config(downstream: str, run_dir: Path, scale: dict, collection: str = "
             "k": K,
             "mixing": "temperature",
             "remap": 0.5,  # half the episodes of fixed-label tasks relabelled with symbols
-            "mustread": 0.6,  # 60% of the episodes from the mustread training families
+            # 60% of the episodes from the mustread training families (all of them when it is the collection)
+            "mustread": 0.0 if collection == "mustread" else 0.6,
         },
         "train": {
             "steps": scale["steps"],
@@ -165,10 +167,10 @@ def run_demo(args) -> None:
         f"[1/4] downstream {ds.name}: {ds.spec.model_type} ({ds.family.name} family), loaded in {time.perf_counter() - t0:.1f} s"
     )
     t0 = time.perf_counter()
-    collection = get_collection(args.collection)
-    train_names, heldout = collection.split()
+    name, collection, train_names, heldout = _collection(args)
+    must_only = name == "mustread"
     _say(
-        f"      {args.collection}: {len(train_names)} training tasks, {len(heldout)} held-out, "
+        f"      {name}: {len(train_names)} training tasks, {len(heldout)} held-out, "
         f"ready in {time.perf_counter() - t0:.1f} s"
     )
 
@@ -176,11 +178,10 @@ def run_demo(args) -> None:
         hyper_dir = Path(args.hypermodel)
         _say(f"[2/4] hypermodel: {hyper_dir} (given)")
     else:
-        run_dir = out / "hypermodel"
+        # a must-read-only demo trains another recipe: its own directory, so neither refuses the other's
+        run_dir = out / ("hypermodel-mustread" if must_only and args.collection != name else "hypermodel")
         hyper_dir = run_dir / "final"
-        cfg = RunConfig.from_dict(
-            demo_config(args.downstream, run_dir, scale, args.collection), "demo config"
-        )
+        cfg = RunConfig.from_dict(demo_config(args.downstream, run_dir, scale, name), "demo config")
         _check_earlier_demo(run_dir, cfg)
         if hyper_dir.is_dir():
             _say(f"[2/4] hypermodel: trained by an earlier demo, {hyper_dir}")
@@ -188,31 +189,41 @@ def run_demo(args) -> None:
             _say(
                 f"[2/4] training a hypermodel: the frozen {ds.name} reads the examples and keeps their "
                 "keys/values as the prefix; a rank-16 LoRA on that reading pass trains for "
-                f"{scale['steps']} steps of {scale['batch_size']} episodes of K={K} examples ({args.collection}, "
-                "half of those with fixed labels relabelled with symbols, and must-read training families). "
-                "Interrupt freely: the next run resumes."
+                f"{scale['steps']} steps of {scale['batch_size']} episodes of K={K} examples "
+                + (
+                    "(must-read training families, half of them relabelled with new symbols). "
+                    if must_only
+                    else f"({name}, half of those with fixed labels relabelled with symbols, and must-read "
+                    "training families). "
+                )
+                + "Interrupt freely: the next run resumes."
             )
             t0 = time.perf_counter()
             train(cfg, resume=True)
             _say(f"      trained in {(time.perf_counter() - t0) / 60:.1f} min")
     hm = HyperModel.from_pretrained(hyper_dir, downstream=ds, device=device)
 
-    default_tasks = scale["tasks"] if args.collection == "bigbench" else None
-    names = args.tasks or default_tasks or heldout
-    tasks = [collection.load(n) for n in names]
-    shots, _ = heldout_shots(tasks[0], K, seed=0, up_to=True)
+    must = get_collection("mustread")
+    must_tasks = [must.load(n) for n in (scale["mustread"] or must.split()[1])]
+    if must_only:  # the must-read table is the demo's one table
+        tasks = []
+    else:
+        default_tasks = scale["tasks"] if name == "bigbench" else None
+        tasks = [collection.load(n) for n in (args.tasks or default_tasks or heldout)]
+    first = (tasks or must_tasks)[0]
+    shots, _ = heldout_shots(first, K, seed=0, up_to=True)
     pairs = [(s.input, s.target) for s in shots]
     times = []
     for _ in range(5):
         stats = Counter()  # counted, said once below (a warning per pass printed the same line 5 times)
         t0 = time.perf_counter()
-        adapter = hm.generate(pairs, tasks[0].instruction, stats=stats)
+        adapter = hm.generate(pairs, first.instruction, stats=stats)
         times.append(time.perf_counter() - t0)
     used = len(pairs) - dropped_examples(stats)
-    where = out / "adapters" / tasks[0].name.replace("/", "__")
+    where = out / "adapters" / first.name.replace("/", "__")
     adapter.save_pretrained(where)
     _say(
-        f"[3/4] {used} of {len(pairs)} examples (what fits its input) of held-out {tasks[0].id} -> a "
+        f"[3/4] {used} of {len(pairs)} examples (what fits its input) of held-out {first.id} -> a "
         f"{adapter.target} adapter in "
         f"{statistics.median(times) * 1000:.0f} ms (median of 5 forward passes), {adapter.nbytes / 1024:.0f} KiB; "
         f"saved in PEFT format to {where} (peft.PeftModel.from_pretrained loads it)"
@@ -220,30 +231,20 @@ def run_demo(args) -> None:
 
     methods = build_methods(["zero-shot", "in-context", f"hypertuned:hyper={hyper_dir}"], models)
     settings = EvalSettings(k=K, seeds=scale["seeds"], max_examples=scale["max_examples"])
-    must = get_collection("mustread")
-    must_tasks = [must.load(n) for n in (scale["mustread"] or must.split()[1])]
+    natural = f"{len(tasks)} held-out {name} tasks and " if tasks else ""
     _say(
-        f"[4/4] scoring {len(tasks)} held-out {args.collection} tasks and {len(must_tasks)} held-out "
-        f"must-read tasks, up to {settings.max_examples} examples each, seed(s) {settings.seeds}"
+        f"[4/4] scoring {natural}{len(must_tasks)} held-out must-read tasks, up to {settings.max_examples} "
+        f"examples each, seed(s) {settings.seeds}"
     )
-    results = evaluate(methods, tasks, settings, out / "eval")
     must_results = evaluate(methods, must_tasks, settings, out / "eval-mustread")
-    _say(
-        f"\nScore (%, accuracy for multiple choice) on held-out {args.collection} tasks; in-context and "
-        f"hypertuned are given the same {K} examples per task:\n"
-    )
-    _say(format_results(results, group=False, per_block=5, width=12))
-    shown = {"in-context": ("in_context_dropped", ctx), "hypertuned": ("hyper_dropped", scale["lengths"][0])}
-    for m, (key, budget) in shown.items():
-        recs = [r for r in results.records if r["method"] == m]
-        per_prompt = [
-            r["k"] - r["truncation"].get(key, 0) / (r["examples"] if m == "in-context" else 1) for r in recs
-        ]
-        if recs and min(per_prompt) < K:
-            _say(
-                f"({m}: {min(per_prompt):.0f} to {max(per_prompt):.0f} examples per task fit its {budget}-token "
-                "budget; the rest are dropped whole and counted in records.jsonl)"
-            )
+    results = evaluate(methods, tasks, settings, out / "eval") if tasks else must_results
+    if tasks:
+        _say(
+            f"\nScore (%, accuracy for multiple choice) on held-out {name} tasks; in-context and "
+            f"hypertuned are given the same {K} examples per task:\n"
+        )
+        _say(format_results(results, group=False, per_block=5, width=12))
+        _say_dropped(results, ctx, scale["lengths"][0])
     _say(
         "\nHeld-out must-read tasks: the labels are arbitrary symbols, permuted categories or codes that "
         "only the examples give (chance: a uniform guess over each item's options; '-' for generated "
@@ -261,7 +262,50 @@ def run_demo(args) -> None:
         _say(f"{m:<15} {adapt[m] * 1000:>6.0f} ms  {what.get(m, ''):<41} {score[m]:>6.1f} s")
     for task, why in {**results.skipped, **must_results.skipped}.items():
         _say(f"skipped {task}: {why}")
+    where = f"{out / 'eval'}/ and {out / 'eval-mustread'}/" if tasks else f"{out / 'eval-mustread'}/"
     _say(
-        f"\nDone in {time.perf_counter() - begin:.0f} s. Results: {out / 'eval'}/ and {out / 'eval-mustread'}/"
-        " (results.json, results.csv, records.jsonl)"
+        f"\nDone in {time.perf_counter() - begin:.0f} s. Results: {where} (results.json, results.csv, records.jsonl)"
     )
+    if must_only and args.collection != name:
+        _say(f"(must-read tasks only: {_NO_BIGBENCH})")
+
+
+_NO_BIGBENCH = (
+    "BIG-bench could not be had here, so this demo trained on the must-read training families alone and "
+    "shows no natural tasks. Set HYPERTUNING_BIGBENCH to a checkout or source archive of "
+    "github.com/google/BIG-bench, or put bigbench-1.0.0.tar.gz in the cache, for the whole demo"
+)
+
+
+def _collection(args):
+    """(name, collection, training task names, held-out names) of the demo's collection. The default,
+    BIG-bench, may be unavailable (an index that does not serve its sdist): then the demo goes on with the
+    must-read tasks alone, and says so, rather than stopping at its first step."""
+    from .data.collections import get_collection
+    from .errors import DataError
+
+    try:
+        collection = get_collection(args.collection)
+        return args.collection, collection, *collection.split()
+    except DataError as e:
+        if args.collection != "bigbench" or args.tasks:
+            raise
+        _say(f"      BIG-bench: {e}")
+        _say(f"      {_NO_BIGBENCH}.")
+        collection = get_collection("mustread")
+        return "mustread", collection, *collection.split()
+
+
+def _say_dropped(results, ctx: int, hyper_len: int) -> None:
+    """How many of the K examples fit each method's budget, where some did not."""
+    shown = {"in-context": ("in_context_dropped", ctx), "hypertuned": ("hyper_dropped", hyper_len)}
+    for m, (key, budget) in shown.items():
+        recs = [r for r in results.records if r["method"] == m]
+        per_prompt = [
+            r["k"] - r["truncation"].get(key, 0) / (r["examples"] if m == "in-context" else 1) for r in recs
+        ]
+        if recs and min(per_prompt) < K:
+            _say(
+                f"({m}: {min(per_prompt):.0f} to {max(per_prompt):.0f} examples per task fit its {budget}-token "
+                "budget; the rest are dropped whole and counted in records.jsonl)"
+            )

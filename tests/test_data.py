@@ -131,6 +131,9 @@ def test_bigbench_from_a_checkout_or_archive_of_the_repository(bb_sdist, tmp_pat
     monkeypatch.setenv("HYPERTUNING_BIGBENCH", str(checkout))
     assert BigBench().root in roots and tasks(BigBench()) == want
     assert len(roots | {BigBench(path=str(bb_sdist)).root}) == 3  # no source reuses another's extraction
+    extracted = BigBench(path=str(archive)).root
+    monkeypatch.setenv("HYPERTUNING_BIGBENCH", str(extracted))  # an extraction, copied elsewhere say
+    assert BigBench().root == extracted and tasks(BigBench()) == want
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="neither index.json .* nor bigbench/benchmark_tasks/"):

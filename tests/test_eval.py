@@ -506,6 +506,29 @@ def test_demo_trains_adapts_scores_and_reuses_everything(tiny_dirs, tmp_path, ca
     assert "other settings (train.steps)" in capsys.readouterr().err
 
 
+def test_demo_without_bigbench_goes_on_with_the_must_read_tasks(tiny_dirs, tmp_path, capsys, monkeypatch):
+    """An index that does not serve BIG-bench's sdist stops no demo at its first step: it says why, trains
+    on the must-read training families alone (a directory of its own) and shows the must-read table."""
+    import hypertuning.demo as demo
+
+    small = {"max_examples": 6, "mustread": ["category-permuted/0"], "lengths": (384, 192, 48, 576)}
+    monkeypatch.setitem(demo.SCALES, "cpu", {**demo.SCALES["cpu"], **small})
+    monkeypatch.setenv("HYPERTUNING_BIGBENCH", str(tmp_path / "no-bigbench-here"))
+    argv = ["demo", "--downstream", str(tiny_dirs["llama"]), "--steps", "2", "--out", str(tmp_path / "d")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "BIG-bench source not found" in out and "set HYPERTUNING_BIGBENCH" in out.replace("Set", "set")
+    assert "must-read training families, half of them relabelled" in out
+    cfg = json.loads((tmp_path / "d" / "hypermodel-mustread" / "config.json").read_text())
+    assert cfg["data"]["collection"] == "mustread" and cfg["data"]["mustread"] == 0.0
+    assert "Score (%" not in out and "Held-out must-read tasks" in out  # no natural table, the must-read one
+    assert "held-out mustread:category-permuted/0" in out  # the adapter shown is a must-read task's
+    assert not (tmp_path / "d" / "eval").exists()
+    # naming tasks asks for BIG-bench itself: no quiet substitution
+    assert main([*argv, "--tasks", "winowhy"]) == 2
+    assert "BIG-bench source not found" in capsys.readouterr().err
+
+
 def test_demo_trains_the_cpu_small_default_recipe():
     """The demo's training run is configs/cpu-small/mtf_select.yaml, the default recipe, at the demo's
     lengths: the two cannot drift apart."""

@@ -46,8 +46,9 @@ DEFAULTS = {
 
 def bigbench_dir(source: str | os.PathLike | None = None) -> Path:
     """The extracted task files, built the first time from `source`: the sdist (default: fetched from
-    PyPI, or `$HYPERTUNING_BIGBENCH`), a source archive of the google/BIG-bench repository, or a checkout
-    of it. Each source is extracted once into a cache folder of its own."""
+    PyPI, or `$HYPERTUNING_BIGBENCH`), a source archive of the google/BIG-bench repository, a checkout
+    of it, or a folder this function extracted before. Each source is extracted once into a cache folder
+    of its own."""
     source = source or os.environ.get("HYPERTUNING_BIGBENCH") or None
     if source is None:
         out = cache_dir() / "datasets" / f"bigbench-1.0.0-v{LAYOUT}"
@@ -63,6 +64,8 @@ def bigbench_dir(source: str | os.PathLike | None = None) -> Path:
     source = Path(source)
     if not source.exists():
         raise DataError(f"BIG-bench source not found: {source}")
+    if (source / "index.json").is_file():
+        return source  # already extracted
     if source.is_dir() and not (source / "bigbench" / "benchmark_tasks").is_dir():
         raise DataError(
             f"{source} is a directory with neither index.json (an extracted cache) nor "
@@ -161,8 +164,7 @@ class BigBench(Collection):
     @property
     def root(self) -> Path:
         if self._root is None:
-            p = Path(self._path) if self._path else None
-            self._root = p if p is not None and (p / "index.json").exists() else bigbench_dir(p)
+            self._root = bigbench_dir(self._path)
         return self._root
 
     @property
