@@ -89,6 +89,13 @@ NEW_ROWS = {
         "mtf_select",
         [*SELECT_ALL, "train.steps=100", "data.label_share=1.0"],
     ),
+    # the default recipe on must-read training families only (no BIG-bench): what the demo trains where
+    # BIG-bench cannot be had; do the natural episodes cost the must-read score?
+    "select_all_mustread": (
+        "HyperKV-select P512 (must-read families only, 100 steps)",
+        "mtf_select",
+        [*SELECT_ALL, "train.steps=100", "data.collection=mustread", "data.mustread=0"],
+    ),
     # the same trained on natural BIG-bench episodes only: does the readout or the reading mix make it read?
     "select_all_natural": (
         "HyperKV-select P512 (natural, LoRA 16 qkvo)",
@@ -118,6 +125,7 @@ RUN_DIRS = {
     "select_all_natural": "select512_natural",
     "select_all_mix_100": "select512_mix100",
     "select_all_share": "select512_share",
+    "select_all_mustread": "select512_mustread",
     "kv_distill": "kv16_distill",
     "outer_distill": "outer8_distill",
     "heads_mix": "heads_mix",

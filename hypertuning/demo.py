@@ -168,7 +168,7 @@ def run_demo(args) -> None:
     )
     t0 = time.perf_counter()
     name, collection, train_names, heldout = _collection(args)
-    must_only = name == "mustread"
+    must_only, fallback = name == "mustread", name != args.collection
     _say(
         f"      {name}: {len(train_names)} training tasks, {len(heldout)} held-out, "
         f"ready in {time.perf_counter() - t0:.1f} s"
@@ -179,7 +179,7 @@ def run_demo(args) -> None:
         _say(f"[2/4] hypermodel: {hyper_dir} (given)")
     else:
         # a must-read-only demo trains another recipe: its own directory, so neither refuses the other's
-        run_dir = out / ("hypermodel-mustread" if must_only and args.collection != name else "hypermodel")
+        run_dir = out / ("hypermodel-mustread" if fallback else "hypermodel")
         hyper_dir = run_dir / "final"
         cfg = RunConfig.from_dict(demo_config(args.downstream, run_dir, scale, name), "demo config")
         _check_earlier_demo(run_dir, cfg)
@@ -266,7 +266,7 @@ def run_demo(args) -> None:
     _say(
         f"\nDone in {time.perf_counter() - begin:.0f} s. Results: {where} (results.json, results.csv, records.jsonl)"
     )
-    if must_only and args.collection != name:
+    if fallback:
         _say(f"(must-read tasks only: {_NO_BIGBENCH})")
 
 
