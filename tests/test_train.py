@@ -436,6 +436,26 @@ def test_config_overrides_and_errors(tmp_path):
         Trainer(smoke("mtf_hyper", tmp_path / "y", "objective=mtf_hyperr"))
 
 
+def test_a_recipe_sits_between_base_and_file(tmp_path):
+    """`recipe: NAME` is merged over the `base:` file and under the file's own values; an unknown name is
+    an error naming the file."""
+    from hypertuning.train.recipes import RECIPES
+
+    (tmp_path / "base.yaml").write_text("run_dir: r\ndata: {k: 8, collection: toy}\ntrain: {lr: 0.5}\n")
+    (tmp_path / "run.yaml").write_text(
+        "base: base.yaml\nrecipe: reading\nhypermodel: {readout_options: {slots: 7}}\ntrain: {lr: 0.25}\n"
+    )
+    cfg = load_config(tmp_path / "run.yaml")
+    reading = RECIPES["reading"]
+    assert cfg.data.k == reading["data"]["k"] != 8  # the recipe over the base
+    assert cfg.data.collection == "toy" and cfg.train.lr == 0.25  # the base's other keys; the file over all
+    assert cfg.hypermodel.readout_options == {**reading["hypermodel"]["readout_options"], "slots": 7}
+    assert cfg.objective == reading["objective"] and cfg.hypermodel.readout == "select"
+    (tmp_path / "typo.yaml").write_text("base: base.yaml\nrecipe: readin\n")
+    with pytest.raises(HypertuningError, match="typo.yaml: Unknown recipe 'readin'. Did you mean 'reading'"):
+        load_config(tmp_path / "typo.yaml")
+
+
 def test_shipped_configs_parse():
     for path in sorted((ROOT / "configs").glob("*/*.yaml")):
         if path.name != "base.yaml" and path.parent.name != "accelerate":  # launch configs: test_distributed

@@ -1,7 +1,8 @@
 """Run configuration: YAML files under `configs/`, `key=value` overrides, and sweeps.
 
 A YAML file may name a `base:` file (relative to itself) whose values it overrides, so the stages of one
-scale share their model and data settings. Unknown keys are errors with a close-match hint, never ignored.
+scale share their model and data settings, and a `recipe:` (`train/recipes.py`) merged between the two, so
+the scales of one recipe share it. Unknown keys are errors with a close-match hint, never ignored.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import yaml
 
 from .._registry import unknown_message
 from ..errors import HypertuningError
+from .recipes import recipe
 
 
 @dataclass
@@ -212,7 +214,12 @@ def read_yaml(path: str | Path, seen: tuple = ()) -> dict:
         raise HypertuningError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(d, dict):
         raise HypertuningError(f"{path}: a config must be a mapping")
-    base = d.pop("base", None)
+    base, name = d.pop("base", None), d.pop("recipe", None)
+    if name:
+        try:
+            d = deep_merge(recipe(name), d)
+        except HypertuningError as e:
+            raise HypertuningError(f"{path}: {e}") from None
     if base:
         d = deep_merge(read_yaml(path.parent / base, (*seen, path.resolve())), d)
     return d
