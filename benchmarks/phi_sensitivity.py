@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--max-examples", type=int, default=32)
     args = ap.parse_args()
 
+    from hypertuning import Adapter
     from hypertuning.data import get_collection
     from hypertuning.data.episodes import heldout_shots
     from hypertuning.eval import EvalSettings, Models, build_methods, evaluate
@@ -65,11 +66,11 @@ def main() -> None:
         return [(e.input, e.target) for e in heldout_shots(task, args.k, seed, up_to=True)[0]]
 
     for m in methods[1:]:
-        phi = {
-            (t.id, s): flat_phi(m.hypermodel.generate(pairs(t, s), t.instruction).phi, batched=False)[0]
-            for t in tasks
-            for s in args.seeds
-        }
+        keys = [(t.id, s) for t in tasks for s in args.seeds]
+        adapters = [m.hypermodel.generate(pairs(t, s), t.instruction) for t in tasks for s in args.seeds]
+        # one batch: compact prefixes of different lengths are padded alike (zero, masked columns)
+        rows = flat_phi(Adapter.stack(adapters).phi)
+        phi = dict(zip(keys, rows, strict=True))
         same = [
             relative_distance(phi[t.id, s], phi[t.id, u])
             for t in tasks

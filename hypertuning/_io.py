@@ -188,5 +188,11 @@ def fetch_pypi_file(project: str, filename: str) -> Path:
                 f"{filename}: sha256 mismatch (got {digest.hexdigest()}, index says {want})"
             )
 
-    atomic_write(target, download)
+    try:
+        atomic_write(target, download)
+    except OSError as e:  # the index answered, the download did not (a reset, a timeout, a full disk)
+        raise HypertuningError(
+            f"Downloading {entry['url']} failed ({e}). Run again to retry, or download {filename} by hand "
+            f"and put it at {target}"
+        ) from None
     return target

@@ -166,6 +166,9 @@ def run_demo(args) -> None:
     t0 = time.perf_counter()
     name, collection, train_names, heldout = _collection(args)
     must_only, fallback = name == "mustread", name != args.collection
+    # a must-read-only demo trains and scores another recipe: directories of its own, so that neither
+    # demo refuses (or reuses) the other's hypermodel and records in the same --out
+    own = "-mustread-only" if must_only else ""
     _say(
         f"      {name}: {len(train_names)} training tasks, {len(heldout)} held-out, "
         f"ready in {time.perf_counter() - t0:.1f} s"
@@ -175,8 +178,7 @@ def run_demo(args) -> None:
         hyper_dir = Path(args.hypermodel)
         _say(f"[2/4] hypermodel: {hyper_dir} (given)")
     else:
-        # a must-read-only demo trains another recipe: its own directory, so neither refuses the other's
-        run_dir = out / ("hypermodel-mustread" if fallback else "hypermodel")
+        run_dir = out / f"hypermodel{own}"
         hyper_dir = run_dir / "final"
         cfg = RunConfig.from_dict(demo_config(args.downstream, run_dir, scale, name), "demo config")
         _check_earlier_demo(run_dir, cfg)
@@ -201,7 +203,8 @@ def run_demo(args) -> None:
     hm = HyperModel.from_pretrained(hyper_dir, downstream=ds, device=device)
 
     must = get_collection("mustread")
-    must_tasks = [must.load(n) for n in (scale["mustread"] or must.split()[1])]
+    named = args.tasks if must_only else None  # --collection mustread --tasks: those are the must-read ones
+    must_tasks = [must.load(n) for n in (named or scale["mustread"] or must.split()[1])]
     if must_only:  # the must-read table is the demo's one table
         tasks = []
     else:
@@ -233,7 +236,8 @@ def run_demo(args) -> None:
         f"[4/4] scoring {natural}{len(must_tasks)} held-out must-read tasks, up to {settings.max_examples} "
         f"examples each, seed(s) {settings.seeds}"
     )
-    must_results = evaluate(methods, must_tasks, settings, out / "eval-mustread")
+    must_dir = out / ("eval-mustread-only" if must_only else "eval-mustread")
+    must_results = evaluate(methods, must_tasks, settings, must_dir)
     results = evaluate(methods, tasks, settings, out / "eval") if tasks else must_results
     if tasks:
         _say(
@@ -259,7 +263,7 @@ def run_demo(args) -> None:
         _say(f"{m:<15} {adapt[m] * 1000:>6.0f} ms  {what.get(m, ''):<41} {score[m]:>6.1f} s")
     for task, why in {**results.skipped, **must_results.skipped}.items():
         _say(f"skipped {task}: {why}")
-    where = f"{out / 'eval'}/ and {out / 'eval-mustread'}/" if tasks else f"{out / 'eval-mustread'}/"
+    where = f"{out / 'eval'}/ and {must_dir}/" if tasks else f"{must_dir}/"
     _say(
         f"\nDone in {time.perf_counter() - begin:.0f} s. Results: {where} (results.json, results.csv, records.jsonl)"
     )
@@ -268,16 +272,20 @@ def run_demo(args) -> None:
 
 
 _NO_BIGBENCH = (
-    "BIG-bench could not be had here, so this demo trained on the must-read training families alone and "
-    "shows no natural tasks. Set HYPERTUNING_BIGBENCH to a checkout or source archive of "
-    "github.com/google/BIG-bench, or put bigbench-1.0.0.tar.gz in the cache, for the whole demo"
+    "BIG-bench could not be had here, so this demo uses the must-read tasks alone: no natural-task table, "
+    "and the hypermodel it trains learns from the must-read training families only. Set HYPERTUNING_BIGBENCH to a checkout "
+    "or source archive of github.com/google/BIG-bench, or put bigbench-1.0.0.tar.gz in the cache, for the "
+    "whole demo"
 )
 
 
 def _collection(args):
     """(name, collection, training task names, held-out names) of the demo's collection. The default,
-    BIG-bench, may be unavailable (an index that does not serve its sdist): then the demo goes on with the
-    must-read tasks alone, and says so, rather than stopping at its first step."""
+    BIG-bench fetched from the package index, may be unavailable (an index that does not serve its sdist):
+    then the demo goes on with the must-read tasks alone, and says so, rather than stopping at its first
+    step. A source the user named (`$HYPERTUNING_BIGBENCH`, `--tasks`) that fails is an error."""
+    import os
+
     from .data.collections import get_collection
     from .errors import DataError
 
@@ -285,7 +293,7 @@ def _collection(args):
         collection = get_collection(args.collection)
         return args.collection, collection, *collection.split()
     except DataError as e:
-        if args.collection != "bigbench" or args.tasks:
+        if args.collection != "bigbench" or args.tasks or os.environ.get("HYPERTUNING_BIGBENCH"):
             raise
         _say(f"      BIG-bench: {e}")
         _say(f"      {_NO_BIGBENCH}.")

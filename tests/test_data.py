@@ -135,6 +135,19 @@ def test_bigbench_from_a_checkout_or_archive_of_the_repository(bb_sdist, tmp_pat
     monkeypatch.setenv("HYPERTUNING_BIGBENCH", str(extracted))  # an extraction, copied elsewhere say
     assert BigBench().root == extracted and tasks(BigBench()) == want
 
+    # a checkout that changed is extracted again; an archive with no top folder is read too
+    new = checkout / "bigbench" / "benchmark_tasks" / "fresh_task" / "task.json"
+    new.parent.mkdir()
+    new.write_text(json.dumps({"examples": [{"input": "1", "target": "2"}] * 3}))
+    assert "fresh_task" in BigBench(path=str(checkout)).task_names()
+    flat = tmp_path / "flat.tgz"
+    with tarfile.open(flat, "w:gz") as tf:
+        tf.add(checkout / "bigbench", arcname="bigbench")
+    assert "fresh_task" in BigBench(path=str(flat)).task_names()
+    (tmp_path / "BIG-bench-main.zip").write_bytes(b"PK\x03\x04 not a tar")
+    with pytest.raises(DataError, match="a zip archive is not read: unpack it"):
+        BigBench(path=str(tmp_path / "BIG-bench-main.zip")).task_names()
+
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="neither index.json .* nor bigbench/benchmark_tasks/"):
         BigBench(path=str(tmp_path / "empty")).task_names()

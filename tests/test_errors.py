@@ -146,6 +146,7 @@ def test_a_package_index_without_the_file_says_where_to_put_it(tmp_path, monkeyp
     import hashlib
     import io
     import json as _json
+    import urllib.error
     import urllib.request
 
     from hypertuning import _io
@@ -179,5 +180,17 @@ def test_a_package_index_without_the_file_says_where_to_put_it(tmp_path, monkeyp
         _io.fetch_pypi_file("bigbench", "bigbench-1.0.0.tar.gz")
     assert not (tmp_path / "cache" / "downloads" / "bigbench-1.0.0.tar.gz").exists()
     listing["files"][1]["hashes"]["sha256"] = hashlib.sha256(body).hexdigest()
+
+    def reset(req, timeout=None):  # the index answers, the download does not
+        url = req if isinstance(req, str) else req.full_url
+        if url.endswith("/bigbench/"):
+            return io.BytesIO(_json.dumps(listing).encode())
+        raise urllib.error.URLError("connection reset")
+
+    monkeypatch.setattr(urllib.request, "urlopen", reset)
+    with pytest.raises(HypertuningError, match="Downloading https://index.invalid/b failed .* Run again"):
+        _io.fetch_pypi_file("bigbench", "bigbench-1.0.0.tar.gz")
+    assert not list((tmp_path / "cache" / "downloads").iterdir())  # no half file left
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
     got = _io.fetch_pypi_file("bigbench", "bigbench-1.0.0.tar.gz")
     assert got.read_bytes() == body

@@ -508,25 +508,46 @@ def test_demo_trains_adapts_scores_and_reuses_everything(tiny_dirs, tmp_path, ca
 
 def test_demo_without_bigbench_goes_on_with_the_must_read_tasks(tiny_dirs, tmp_path, capsys, monkeypatch):
     """An index that does not serve BIG-bench's sdist stops no demo at its first step: it says why, trains
-    on the must-read training families alone (a directory of its own) and shows the must-read table."""
+    on the must-read training families alone and shows the must-read table, in directories of its own.
+    A source the user named that fails is an error, not a quiet substitution."""
     import hypertuning.demo as demo
+
+    def lists_only_0_0_1(project, filename):
+        raise HypertuningError(f"the index lists no file {filename} (it lists bigbench-0.0.1.tar.gz)")
 
     small = {"max_examples": 6, "mustread": ["category-permuted/0"], "lengths": (384, 192, 48, 576)}
     monkeypatch.setitem(demo.SCALES, "cpu", {**demo.SCALES["cpu"], **small})
-    monkeypatch.setenv("HYPERTUNING_BIGBENCH", str(tmp_path / "no-bigbench-here"))
-    argv = ["demo", "--downstream", str(tiny_dirs["llama"]), "--steps", "2", "--out", str(tmp_path / "d")]
+    monkeypatch.setenv("HYPERTUNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HYPERTUNING_BIGBENCH", raising=False)
+    monkeypatch.setattr("hypertuning.data.collections.bigbench.fetch_pypi_file", lists_only_0_0_1)
+    out = tmp_path / "d"
+    argv = ["demo", "--downstream", str(tiny_dirs["llama"]), "--steps", "2", "--out", str(out)]
     assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "BIG-bench source not found" in out and "set HYPERTUNING_BIGBENCH" in out.replace("Set", "set")
-    assert "must-read training families, half of them relabelled" in out
-    cfg = json.loads((tmp_path / "d" / "hypermodel-mustread" / "config.json").read_text())
+    said = capsys.readouterr().out
+    assert "lists no file bigbench-1.0.0.tar.gz" in said and "Set HYPERTUNING_BIGBENCH" in said
+    assert "must-read training families, half of them relabelled" in said
+    cfg = json.loads((out / "hypermodel-mustread-only" / "config.json").read_text())
     assert cfg["data"]["collection"] == "mustread" and cfg["data"]["mustread"] == 0.0
-    assert "Score (%" not in out and "Held-out must-read tasks" in out  # no natural table, the must-read one
-    assert "held-out mustread:category-permuted/0" in out  # the adapter shown is a must-read task's
-    assert not (tmp_path / "d" / "eval").exists()
-    # naming tasks asks for BIG-bench itself: no quiet substitution
+    assert (
+        "Score (%" not in said and "Held-out must-read tasks" in said
+    )  # no natural table, the must-read one
+    assert "held-out mustread:category-permuted/0" in said  # the adapter shown is a must-read task's
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adapters",
+        "eval-mustread-only",
+        "hypermodel-mustread-only",
+    ]
+    # naming tasks, or a source, asks for BIG-bench itself
     assert main([*argv, "--tasks", "winowhy"]) == 2
+    assert "lists no file bigbench-1.0.0.tar.gz" in capsys.readouterr().err
+    monkeypatch.setenv("HYPERTUNING_BIGBENCH", str(tmp_path / "typo"))
+    assert main(argv) == 2
     assert "BIG-bench source not found" in capsys.readouterr().err
+    # the must-read collection named outright is the same demo; --tasks then names must-read tasks
+    argv = ["demo", "--downstream", str(tiny_dirs["llama"]), "--steps", "2", "--out", str(out)]
+    assert main([*argv, "--collection", "mustread", "--tasks", "suffix/0"]) == 0
+    said = capsys.readouterr().out
+    assert "trained by an earlier demo" in said and "held-out mustread:suffix/0" in said
 
 
 def test_demo_trains_the_cpu_small_default_recipe():

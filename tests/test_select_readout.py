@@ -257,3 +257,45 @@ def test_hyper_initialised_prefix_starts_at_the_generated_adapter(llama, tiny_di
         started = obj.module.target.bind(obj.module.params())
         got = obj.downstream.model(input_ids=torch.tensor([q]), **{PHI_KWARG: started}).logits[0]
     torch.testing.assert_close(got, _logits(llama, q, adapter), atol=1e-5, rtol=1e-5)
+
+
+def test_an_adapter_saved_padded_to_p_loads_compact_and_equal(llama, examples, tmp_path):
+    """Adapters saved before compaction hold P columns' mask beside the real columns of their peft file:
+    they load as the compact adapter, with the same logits."""
+    from hypertuning import Adapter
+
+    hm = _select(llama, slots=60)
+    with torch.no_grad():
+        whole = {k: v.detach() for k, v in hm(*hm.encode([examples])).items()}  # P columns and the mask
+    padded = Adapter("prefix", hm.target.options, llama.spec, whole, {})
+    assert whole["self.mask"].sum() < 60
+    padded.save_pretrained(tmp_path / "old")
+    loaded = Adapter.from_pretrained(tmp_path / "old")
+    compact = hm.generate(examples)
+    assert loaded.phi.keys() == compact.phi.keys() == {"self"}
+    torch.testing.assert_close(loaded.phi["self"], compact.phi["self"], atol=1e-6, rtol=0)
+    q = llama.tokenizer(INPUTS[0], add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(_logits(llama, q, loaded), _logits(llama, q, padded), atol=1e-5, rtol=1e-5)
+
+
+def test_prefixes_of_different_lengths_share_no_batch_under_absolute_positions():
+    """GPT-2 reads the real tokens at positions after the prefix, so padding one row's prefix would move
+    them: refused, where rotary models pad exactly."""
+    from hypertuning import Adapter, load_downstream
+
+    gpt2 = load_downstream("tiny-gpt2")
+    t = HyperModel.create(gpt2, "prefix", prefix_len=4).target
+    ks = gpt2.spec.kinds["self"]
+
+    def prefix(p):
+        return Adapter(
+            "prefix",
+            t.options,
+            gpt2.spec,
+            {"self": torch.randn(1, ks.num_layers, 2, ks.kv_heads, p, ks.head_dim)},
+            {},
+        )
+
+    assert Adapter.stack([prefix(4), prefix(4)]).phi["self"].shape[-2] == 4
+    with pytest.raises(HypertuningError, match=r"different lengths \(\[2, 4\] columns\).*absolute positions"):
+        Adapter.stack([prefix(4), prefix(2)])

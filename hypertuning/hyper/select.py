@@ -14,7 +14,8 @@ its label, which is what follows a permutation of the labels.
   exactly what the frozen model computes reading the examples in context (tested).
 - Selection, per example: the `keep` tokens before each separator and the separator itself; when those
   are more than P, the last examples' win; when fewer, the latest other positions fill the rest. The
-  shape is fixed (P), whatever the examples, so adapters batch and save as ordinary prefixes.
+  readout's batch output is P columns wide, whatever the examples; each task's adapter from `generate`
+  keeps its real columns only (`Adapter.compact`), and a batch of adapters pads them again.
 - Positions: the examples are read at positions -T..-1, so a kept key meets the query (positions 0..) at
   the rotary angle it would meet in context; keys are taken after rotary and any QK-norm, recorded by the
   attention wrapper (`ActivePhi.capture`), as in `kv.py`.
@@ -22,8 +23,8 @@ its label, which is what follows a permutation of the labels.
   reading pass, which training can teach to write more of each example into its kept positions (gisting's
   idea, without learned slots).
 - Examples shorter in all than P tokens leave columns to spare. phi says which columns are real
-  (`"self.mask"`, read by the attention wrapper), so the spare ones take no attention mass, and a saved
-  adapter's peft file holds the real columns only (peft attends to every virtual token). Unmasked, those
+  (`"self.mask"`, read by the attention wrapper), so the spare ones take no attention mass; a compact
+  adapter and its peft file hold the real columns only (peft attends to every virtual token). Unmasked, those
   zero columns cost 16-21 points on must-read tasks of 76-98 tokens at P128 (BENCHMARKS.md).
 
 Known limits: sliding-window layers see every earlier token in the reading pass; decoder-only downstream

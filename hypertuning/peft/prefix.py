@@ -211,8 +211,8 @@ class PrefixTarget(Target):
         ks = self.spec.kinds["self"]
         prefix = phi["self"][0]  # [L, 2, Hkv, P, D]
         if mask_key("self") in phi:
-            # peft attends to every virtual token, so padding columns are left out of its file (exact);
-            # `from_saved` puts the real ones back in their places from the mask saved beside it
+            # peft attends to every virtual token, so padding columns are left out of its file (exact; a
+            # compact adapter has none); `from_saved` checks them against the mask saved beside it
             prefix = prefix[..., phi[mask_key("self")][0] > 0, :]
         p = prefix.shape[-2]
         keys = family.prefix_keys_to_peft(self.spec, prefix[:, 0], p)
@@ -248,10 +248,10 @@ class PrefixTarget(Target):
             mask = phi.get(mask_key(kind))
             if mask is None or phi[kind].shape[-2] == mask.shape[-1]:
                 continue
-            if mask.shape[0] != 1 or int((mask[0] > 0).sum()) != phi[kind].shape[-2]:
+            real = int((mask[0] > 0).sum())
+            if mask.shape[0] != 1 or real != phi[kind].shape[-2]:
                 raise HypertuningError(
-                    f"prefix of {phi[kind].shape[-2]} columns but its mask marks {int((mask[0] > 0).sum())} "
-                    f"of {mask.shape[-1]} as real"
+                    f"prefix of {phi[kind].shape[-2]} columns but its mask marks {real} of {mask.shape[-1]} as real"
                 )
             phi = {k: v for k, v in phi.items() if k != mask_key(kind)}
         return self.compact(phi)
@@ -290,20 +290,29 @@ class PrefixTarget(Target):
     def stack(self, phis: list[Phi]) -> Phi:
         """Prefixes of different lengths in one batch: each padded to the longest with columns its mask
         hides (as a select readout pads its own), so every row computes what it computes alone."""
-        for kind in self.spec.kinds:
+        for kind, ks in self.spec.kinds.items():
             longest = max(phi[kind].shape[-2] for phi in phis)
             if all(phi[kind].shape[-2] == longest for phi in phis):
                 continue
+            if ks.positions == "absolute":
+                # the real tokens' positions start after the prefix (as peft's), so a padded row would read
+                # its input at other positions than alone
+                raise HypertuningError(
+                    f"Prefixes of different lengths ({sorted({phi[kind].shape[-2] for phi in phis})} columns) "
+                    f"cannot share a batch on this {self.spec.model_type} model (absolute positions): batch "
+                    "adapters of one length together"
+                )
             padded = []
             for phi in phis:
                 t = phi[kind]
-                mask = phi.get(mask_key(kind), self.missing_entry(phi, mask_key(kind)))
+                key = mask_key(kind)
+                mask = phi[key] if key in phi else self.missing_entry(phi, key)
                 spare = longest - t.shape[-2]
                 padded.append(
                     {
                         **phi,
                         kind: nn.functional.pad(t, (0, 0, 0, spare)),
-                        mask_key(kind): nn.functional.pad(mask, (0, spare)),
+                        key: nn.functional.pad(mask, (0, spare)),
                     }
                 )
             phis = padded

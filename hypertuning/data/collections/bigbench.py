@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SDIST = ("bigbench", "bigbench-1.0.0.tar.gz")
 LITE = "bigbench_lite_v1"
+LITE_FILE = "bbseqio/bigbench_lite.py"  # below bigbench/
 LAYOUT = 2  # of the extracted cache: tasks/NAME/task.json (no examples) + tasks/NAME/examples.jsonl
 # Long prose kept for the CACLM hyperpretraining corpus, so out of multi-task training and evaluation.
 PROSE_TASKS = ("gem/xsum", "gem/wikilingua_en", "paragraph_segmentation")
@@ -80,12 +81,20 @@ def bigbench_dir(source: str | os.PathLike | None = None) -> Path:
 
 def _cache_name(source: Path) -> str:
     """bigbench-1.0.0-v2 for the sdist (whatever folder it is in), else the source's name and a hash of
-    its full path, so two checkouts or archives never share an extraction."""
+    its full path and its contents' sizes and times, so two sources never share an extraction and a
+    checkout that changed (a pull, a task added) is extracted again."""
     if source.name == SDIST[1]:
         return f"bigbench-1.0.0-v{LAYOUT}"
+    digest = hashlib.sha256(str(source.resolve()).encode())
+    if source.is_dir():
+        tasks = sorted((source / "bigbench").rglob("*.json")) + [source / "bigbench" / LITE_FILE]
+        stats = [(p.relative_to(source).as_posix(), p.stat()) for p in tasks if p.is_file()]
+    else:
+        stats = [("", source.stat())]
+    for name, st in stats:
+        digest.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
     stem = source.name.removesuffix(".gz").removesuffix(".tar").removesuffix(".tgz")
-    digest = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]
-    return f"bigbench-{stem}-{digest}-v{LAYOUT}"
+    return f"bigbench-{stem}-{digest.hexdigest()[:12]}-v{LAYOUT}"
 
 
 def _files(source: Path):
@@ -99,8 +108,9 @@ def _files(source: Path):
         return
     with tarfile.open(source) as tf:
         for m in tf:
-            if m.isfile() and "/bigbench/" in m.name:
-                yield m.name.split("/bigbench/", 1)[1], lambda m=m: tf.extractfile(m).read()
+            path = "/" + m.name.removeprefix("./")  # an archive with no top folder starts at bigbench/
+            if m.isfile() and "/bigbench/" in path:
+                yield path.split("/bigbench/", 1)[1], lambda m=m: tf.extractfile(m).read()
 
 
 def _extract(source: Path, out: Path) -> None:
@@ -126,14 +136,23 @@ def _extract(source: Path, out: Path) -> None:
                         "metrics": data.get("metrics", []),
                         "multiple_choice": all("target_scores" in e for e in examples),
                     }
-            elif rel == "bbseqio/bigbench_lite.py":
+            elif rel == LITE_FILE:
                 lite = _lite_names(read().decode())
     except (tarfile.TarError, OSError, json.JSONDecodeError) as e:
+        fetched = source.parent == cache_dir() / "downloads"
         raise DataError(
-            f"{source}: not a readable BIG-bench sdist, archive or checkout ({e}); delete it to fetch it again"
+            f"{source}: not a readable BIG-bench sdist, tar archive or checkout ({e}); "
+            + (
+                "delete it to fetch it again"
+                if fetched
+                else "a zip archive is not read: unpack it and give the folder"
+            )
         ) from None
     if not index:
-        raise DataError(f"{source} holds no benchmark_tasks/**/task.json: is it the bigbench sdist?")
+        raise DataError(
+            f"{source} holds no bigbench/benchmark_tasks/**/task.json: is it the bigbench sdist, or a checkout "
+            "or archive of the BIG-bench repository?"
+        )
     write_json(out / "lite.json", lite or [])
     write_json(out / "index.json", dict(sorted(index.items())))
 
