@@ -315,6 +315,7 @@ def _serve(args) -> None:
         device=args.device,
         dtype=args.dtype,
         cache_size=args.cache_size,
+        cache_bytes=None if args.cache_mb is None else int(args.cache_mb * 2**20),
         max_batch=args.max_batch,
         wait_ms=args.batch_wait_ms,
     )
@@ -595,6 +596,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-batch", type=int, default=32, help="rows per dynamically gathered batch")
     s.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for more rows")
     s.add_argument("--cache-size", type=int, default=256, help="adapters whose phi stays on the device")
+    s.add_argument(
+        "--cache-mb",
+        type=float,
+        default=None,
+        help="and at most this many MiB of their phi (adapters differ in size; default: no bound)",
+    )
     from .serve import Limits
 
     for f in Limits.__dataclass_fields__.values():

@@ -13,7 +13,7 @@ import torch
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from hypertuning import Adapter, HyperModel  # noqa: E402
+from hypertuning import Adapter, HyperModel, HypertuningError  # noqa: E402
 from hypertuning.client import Client, ServiceError  # noqa: E402
 from hypertuning.serve import AdapterNotFound, AdapterStore, Limits, create_app, open_engine  # noqa: E402
 
@@ -211,6 +211,35 @@ def test_servers_sharing_a_store_see_each_others_deletes(serve):
     other.get(keep)
     assert other.hits == 1 and other.misses == 2  # the adapter still indexed stays cached
     other.close()
+
+
+def test_the_phi_cache_holds_at_most_cache_bytes(serve, llama):
+    """Select-readout adapters are as long as their examples; a byte bound evicts the least recently used
+    until the rest fit, and keeps the newest even when it alone is over."""
+    hm = HyperModel.create(llama, "prefix", readout="select", readout_options={"slots": 200})
+    client, engine = serve(hypermodel=hm)
+    ids = [_create(client, t) for t in TASKS]
+    store = engine.store
+    sizes = [store.get(i).nbytes for i in ids]
+    assert len(set(sizes)) == 3  # compact adapters: each its own size
+    bound = sizes[1] + sizes[2]
+    small = AdapterStore(store.root, store.hypermodel, store.downstream, cache_bytes=bound)
+    for i in ids:
+        small.get(i)
+    assert list(small._cache) == ids[1:] and small.cached_bytes <= bound  # the first one went
+    small.get(ids[1])  # now the most recent, so ids[2] goes first when ids[0] comes back
+    small.get(ids[0])
+    assert list(small._cache) == ([ids[1], ids[0]] if sizes[0] + sizes[1] <= bound else [ids[0]])
+    assert small.hits == 1 and small.misses == 4
+    tiny = AdapterStore(store.root, store.hypermodel, store.downstream, cache_bytes=1)
+    tiny.get(ids[0])
+    assert list(tiny._cache) == [ids[0]]  # over the bound alone, still kept while it is the newest
+    tiny.get(ids[1])
+    assert list(tiny._cache) == [ids[1]]
+    with pytest.raises(HypertuningError, match="cache_bytes must be >= 0"):
+        AdapterStore(store.root, store.hypermodel, store.downstream, cache_bytes=-1)
+    for s in (small, tiny):
+        s.close()
 
 
 def test_crash_mid_write_leaves_no_half_adapter(serve, tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ def open_engine(
     device: str | None = None,
     dtype=None,
     cache_size: int = 256,
+    cache_bytes: int | None = None,
     max_batch: int = 32,
     wait_ms: float = 5.0,
 ) -> Engine:
@@ -33,7 +34,12 @@ def open_engine(
     # (Engine checks that the downstream model is the one the hypermodel was built for)
     root = Path(store) if store is not None else cache_dir() / "adapters"
     adapter_store = AdapterStore(
-        root, hypermodel.fingerprint(), ds.spec.fingerprint, device=ds.device, cache_size=cache_size
+        root,
+        hypermodel.fingerprint(),
+        ds.spec.fingerprint,
+        device=ds.device,
+        cache_size=cache_size,
+        cache_bytes=cache_bytes,
     )
     return Engine(hypermodel, ds, adapter_store, max_batch=max_batch, wait_ms=wait_ms)
 
