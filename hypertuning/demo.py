@@ -168,7 +168,8 @@ def run_demo(args) -> None:
     must_only, fallback = name == "mustread", name != args.collection
     # a must-read-only demo trains and scores another recipe: directories of its own, so that neither
     # demo refuses (or reuses) the other's hypermodel and records in the same --out
-    own = "-mustread-only" if must_only else ""
+    run_dir = out / ("hypermodel-mustread-only" if must_only else "hypermodel")
+    must_dir = out / ("eval-mustread-only" if must_only else "eval-mustread")
     _say(
         f"      {name}: {len(train_names)} training tasks, {len(heldout)} held-out, "
         f"ready in {time.perf_counter() - t0:.1f} s"
@@ -178,7 +179,6 @@ def run_demo(args) -> None:
         hyper_dir = Path(args.hypermodel)
         _say(f"[2/4] hypermodel: {hyper_dir} (given)")
     else:
-        run_dir = out / f"hypermodel{own}"
         hyper_dir = run_dir / "final"
         cfg = RunConfig.from_dict(demo_config(args.downstream, run_dir, scale, name), "demo config")
         _check_earlier_demo(run_dir, cfg)
@@ -236,7 +236,6 @@ def run_demo(args) -> None:
         f"[4/4] scoring {natural}{len(must_tasks)} held-out must-read tasks, up to {settings.max_examples} "
         f"examples each, seed(s) {settings.seeds}"
     )
-    must_dir = out / ("eval-mustread-only" if must_only else "eval-mustread")
     must_results = evaluate(methods, must_tasks, settings, must_dir)
     results = evaluate(methods, tasks, settings, out / "eval") if tasks else must_results
     if tasks:

@@ -47,7 +47,7 @@ DEFAULTS = {
 
 def bigbench_dir(source: str | os.PathLike | None = None) -> Path:
     """The extracted task files, built the first time from `source`: the sdist (default: fetched from
-    PyPI, or `$HYPERTUNING_BIGBENCH`), a source archive of the google/BIG-bench repository, a checkout
+    PyPI, or `$HYPERTUNING_BIGBENCH`), a tar archive of the google/BIG-bench repository, a checkout
     of it, or a folder this function extracted before. Each source is extracted once into a cache folder
     of its own."""
     source = source or os.environ.get("HYPERTUNING_BIGBENCH") or None
@@ -139,14 +139,14 @@ def _extract(source: Path, out: Path) -> None:
             elif rel == LITE_FILE:
                 lite = _lite_names(read().decode())
     except (tarfile.TarError, OSError, json.JSONDecodeError) as e:
-        fetched = source.parent == cache_dir() / "downloads"
+        if source.parent == cache_dir() / "downloads":
+            hint = "delete it to fetch it again"
+        elif source.suffix == ".zip":
+            hint = "a zip archive is not read: unpack it and give the folder"
+        else:
+            hint = "give the bigbench sdist, a tar archive or checkout of the BIG-bench repository"
         raise DataError(
-            f"{source}: not a readable BIG-bench sdist, tar archive or checkout ({e}); "
-            + (
-                "delete it to fetch it again"
-                if fetched
-                else "a zip archive is not read: unpack it and give the folder"
-            )
+            f"{source}: not a readable BIG-bench sdist, tar archive or checkout ({e}); {hint}"
         ) from None
     if not index:
         raise DataError(
